@@ -1,0 +1,212 @@
+"""Command-line interface: a thin click layer.
+
+Each command parses its options, calls one library function, renders the result and maps errors:
+an :class:`~iovatrace.errors.IovatraceError` becomes one line on stderr and exit status 1 (2 for unusable input
+where a command says so), ``--debug`` shows the traceback. Library modules are imported inside the commands so
+that ``iovatrace info`` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .errors import IovatraceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def sample_trace_path() -> str:
+    """Path of the lab trace bundled with the package (used when ``replay`` gets no argument)."""
+    from importlib.resources import files
+
+    return str(files("iovatrace") / "data" / "sample_lazy_6.1.dat")
+
+
+class _Group(click.Group):
+    """A click group that turns IovatraceError into one line on stderr."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IovatraceError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"iovatrace: error: {exc}", err=True)
+            ctx.exit(getattr(exc, "exit_code", 1))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.version_option(package_name="iovatrace")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """iovatrace: what the Linux IOMMU DMA layer actually did.
+
+    Parse ftrace (trace.dat v6/v7, text) and kernel logs (oops, kmemleak, dma-debug) into Arrow, replay the
+    events against a model of the IOVA allocator, rcache, flush queues and IOMMU domains, and report leaks,
+    outstanding mappings and broken invariants.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trace files (parsers/): info, convert
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("trace", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(trace: str, as_json: bool) -> None:
+    """Describe TRACE: format version, compression, CPUs, clock, events and losses."""
+    from .parsers.commands import run_info
+
+    run_info(trace, as_json=as_json)
+
+
+@cli.command()
+@click.argument("trace", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--events", "events", multiple=True, help="Only events matching this glob (system:name); repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "arrow"]), default="parquet", show_default=True)
+def convert(trace: str, out_dir: str, events: tuple[str, ...], fmt: str) -> None:
+    """Convert TRACE into one typed table per event type: DIR/<system>/<name>.parquet (or .arrow)."""
+    from .parsers.commands import run_convert
+
+    run_convert(trace, out_dir, events=list(events), fmt=fmt)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Replay (replay/): replay, whatif
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _replay_command(fn: F) -> F:
+    fn = click.argument("trace", required=False, type=click.Path(exists=True, dir_okay=False))(fn)
+    fn = click.option("--kernel", help="Kernel version profile (e.g. 6.1, 6.12, 5.15); default: detected.")(fn)
+    fn = click.option("--at", "at", help="Print a state snapshot at this trace time (seconds, or ns with 'ns').")(fn)
+    fn = click.option("--bug-mode", "bug_modes", multiple=True, help="Enable a seed bug mode (a..e); repeatable.")(fn)
+    fn = click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write findings/state as Parquet.")(fn)
+    fn = click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write charts and an HTML report.")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
+    fn = click.option("--mapping", type=click.Path(exists=True, dir_okay=False), help="Probe-name mapping file.")(fn)
+    fn = click.option("--fail-on-findings", is_flag=True, help="Exit 3 when there are error findings.")(fn)
+    return fn
+
+
+@cli.command("replay")
+@_replay_command
+def replay_cmd(**kwargs: Any) -> None:
+    """Replay TRACE (default: the bundled sample) against the IOVA/rcache/IOMMU model."""
+    from .replay.commands import run_replay
+
+    if not kwargs.get("trace"):
+        kwargs["trace"] = sample_trace_path()
+    run_replay(**kwargs)
+
+
+@cli.command()
+@click.argument("trace", type=click.Path(exists=True, dir_okay=False))
+@click.option("--policy", "policies", multiple=True,
+              help="strict | lazy | lazy:SIZE/TIMEOUT_MS | single | single:SIZE/TIMEOUT_MS | rollover; repeatable.")
+@click.option("--kernel", "kernels", multiple=True, help="Kernel profile(s) to compare; repeatable.")
+@click.option("--flush-cost-us", type=float, default=None, help="Cost of one IOTLB flush in microseconds.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write tables and charts here.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def whatif(trace: str, policies: tuple[str, ...], kernels: tuple[str, ...], flush_cost_us: float | None,
+           out_dir: str | None, as_json: bool) -> None:
+    """Replay TRACE under other flush policies and kernel profiles, side by side."""
+    from .replay.whatif_cli import run_whatif
+
+    run_whatif(trace, policies=list(policies), kernels=list(kernels), flush_cost_us=flush_cost_us,
+               out_dir=out_dir, as_json=as_json)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernel logs (parsers/): oops, kmemleak; leak diagnosis: leaks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("log", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of reports.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write the tables as Parquet.")
+def oops(log: str, as_json: bool, out_dir: str | None) -> None:
+    """Find crash reports (oops, BUG, WARNING, KASAN, lockups, ...) in LOG and title them ('-' = stdin)."""
+    from .parsers.logs_cli import run_oops
+
+    run_oops(log, as_json=as_json, out_dir=out_dir)
+
+
+@cli.command()
+@click.argument("log", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write the tables as Parquet.")
+def kmemleak(log: str, as_json: bool, out_dir: str | None) -> None:
+    """List the kmemleak objects reported in LOG ('-' = stdin)."""
+    from .parsers.logs_cli import run_kmemleak
+
+    run_kmemleak(log, as_json=as_json, out_dir=out_dir)
+
+
+@cli.command()
+@click.argument("report", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--kernel", help="Kernel version the report came from (decides magazine layout).")
+@click.option("--trace", type=click.Path(exists=True, dir_okay=False), help="A trace of the same run to correlate.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write the tables as Parquet.")
+def leaks(report: str, kernel: str | None, trace: str | None, as_json: bool, out_dir: str | None) -> None:
+    """Diagnose kmemleak / dma-debug leak reports: chains of magazines, struct iova ranges, verdicts."""
+    from .analysis.leaks_cli import run_leaks
+
+    run_leaks(report, kernel=kernel, trace=trace, as_json=as_json, out_dir=out_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recording (tracer/): probes, record, lab
+# ---------------------------------------------------------------------------------------------------------------
+# Commands registered by iovatrace.tracer.cli_commands (kept there so option lists stay next to their code).
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Charts (analysis/): chart
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("trace", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--kernel", help="Kernel version profile for the replay; default: detected.")
+def chart(trace: str, out_dir: str, kernel: str | None) -> None:
+    """Write every chart TRACE supports (PNG and SVG) and an index.html with the replay summary."""
+    from .analysis.report import run_chart
+
+    run_chart(trace, out_dir, kernel=kernel)
+
+
+def _register_tracer() -> None:
+    try:
+        from .tracer.cli_commands import register
+    except ImportError:  # the tracer commands are optional until that package lands
+        return
+    register(cli)
+
+
+_register_tracer()
+
+
+def main() -> None:
+    """Entry point of the ``iovatrace`` console script."""
+    cli(prog_name="iovatrace")
+
+
+def replay_main() -> None:
+    """Entry point of the ``replay`` console script: ``iovatrace replay`` on its own."""
+    sys.argv = [sys.argv[0], "replay", *sys.argv[1:]]
+    cli(prog_name="replay")

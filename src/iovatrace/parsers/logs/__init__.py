@@ -1,0 +1,1 @@
+"""Kernel log parsers: oops family, kmemleak, dma-debug."""
