@@ -150,7 +150,7 @@ def oops(log: str, as_json: bool, out_dir: str | None) -> None:
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write the tables as Parquet.")
 def kmemleak(log: str, as_json: bool, out_dir: str | None) -> None:
     """List the kmemleak objects reported in LOG ('-' = stdin)."""
-    from .parsers.logs_cli import run_kmemleak
+    from .parsers.kmemleak_cli import run_kmemleak
 
     run_kmemleak(log, as_json=as_json, out_dir=out_dir)
 

@@ -178,6 +178,100 @@ def iter_events(tables: Mapping[str, pa.Table], names: Iterable[str] | None = No
 # Kernel log report tables (owned by parsers/ logs: oops, kmemleak, dma-debug). Declared below this line.
 # ---------------------------------------------------------------------------------------------------------------
 
+# -- kmemleak, dma-debug, page_pool (parsers/logs/kmemleak.py, dmadebug.py) and leak diagnosis (analysis/leaks.py)
+
+
+def _report_schema(name: str, cols: list[tuple[str, pa.DataType, bool, str]]) -> pa.Schema:
+    # One place declares each column's type, nullability and one-line doc (kept as field metadata "doc").
+    return pa.schema(
+        [pa.field(n, t, nullable=nullable, metadata={"doc": doc}) for n, t, nullable, doc in cols],
+        metadata={"iovatrace.schema_version": SCHEMA_VERSION, "iovatrace.table": name},
+    )
+
+
+#: One row per kmemleak ``unreferenced object`` record.
+KMEMLEAK_OBJECTS = _report_schema("kmemleak_objects", [
+    ("object_id", pa.int32(), False, "index of the record in the report (joins kmemleak_frames)"),
+    ("line", pa.int32(), False, "1-based line of the 'unreferenced object' header in the input"),
+    ("address", pa.uint64(), False, "object address"),
+    ("size", pa.uint64(), False, "object size in bytes as kmemleak recorded it"),
+    ("comm", pa.string(), True, "comm of the allocating task ('softirq'/'hardirq' with pid 0 in IRQ context)"),
+    ("pid", pa.int32(), True, "pid of the allocating task"),
+    ("jiffies", pa.uint64(), True, "jiffies at allocation (HZ unknown)"),
+    ("age_ms", pa.int64(), True, "'(age s.mss)' in milliseconds (kernels up to 6.7)"),
+    ("crc", pa.uint32(), True, "'backtrace (crc …)': kmemleak's checksum of the object contents (6.8+)"),
+    ("hexdump_len", pa.int32(), True, "bytes the 'hex dump (first N bytes)' header promised"),
+    ("hexdump", pa.binary(), True, "hex dump bytes in memory order"),
+    ("n_frames", pa.int32(), False, "number of backtrace frames"),
+    ("format", pa.string(), False, "print format: '2.6.31', '<=6.7', '6.8-6.12', '>=6.13', 'unknown'"),
+    ("prefixed", pa.bool_(), False, "record came through the console with the 'kmemleak:' prefix"),
+])
+
+#: One row per backtrace frame of a kmemleak record.
+KMEMLEAK_FRAMES = _report_schema("kmemleak_frames", [
+    ("object_id", pa.int32(), False, "kmemleak_objects.object_id"),
+    ("frame", pa.int32(), False, "0 = innermost (the allocator)"),
+    ("symbol", pa.string(), True, "function name (null for a bare address)"),
+    ("offset", pa.uint64(), True, "offset into the function"),
+    ("size", pa.uint64(), True, "size of the function"),
+    ("module", pa.string(), True, "module name, if printed"),
+    ("address", pa.uint64(), True, "real kernel address of the '[<addr>]' column (null if hashed/hidden/absent)"),
+    ("address_kind", pa.string(), False, "'real', 'hashed' (%p, cannot be symbolised), 'hidden' (zeros), 'none'"),
+    ("file", pa.string(), True, "source file of a symbolised frame"),
+    ("src_line", pa.int32(), True, "source line of a symbolised frame"),
+    ("inline", pa.bool_(), False, "frame printed with [inline]"),
+])
+
+#: One row per dma-debug warning or page_pool stalled-shutdown warning.
+DMA_DEBUG_REPORTS = _report_schema("dma_debug_reports", [
+    ("line", pa.int32(), False, "1-based line of the warning in the input"),
+    ("kind", pa.string(), False, "'pending_at_release', 'page_pool_stalled', or 'dma_api' (other DMA-API errors)"),
+    ("message", pa.string(), False, "the warning text without driver/device and bracketed details"),
+    ("driver", pa.string(), True, "driver name (dev_driver_string)"),
+    ("device", pa.string(), True, "device name (dev_name)"),
+    ("count", pa.int64(), True, "[count=N]: entries still held by the device"),
+    ("device_address", pa.uint64(), True, "[device address=…] of the entry shown"),
+    ("size", pa.uint64(), True, "[size=N bytes] of the entry shown"),
+    ("direction", pa.string(), True, "DMA direction of the entry shown: to_device, from_device, bidirectional, none"),
+    ("mapped_with", pa.string(), True, "[mapped with …] exactly as printed"),
+    ("mapped_as", pa.string(), True, "[mapped as …]: single, page, scatter-gather, coherent, resource"),
+    ("pool_id", pa.int64(), True, "page_pool id (6.8+ stall message)"),
+    ("inflight", pa.int64(), True, "page_pool pages still in flight"),
+    ("stalled_s", pa.int64(), True, "page_pool seconds since shutdown started"),
+    ("warn_location", pa.string(), True, "'kernel/dma/debug.c:853' from the WARNING line that followed"),
+])
+
+#: Leak diagnosis: one row per reported object with its classification and decoding.
+LEAK_OBJECTS = _report_schema("leak_objects", [
+    ("object_id", pa.int32(), False, "kmemleak_objects.object_id"),
+    ("address", pa.uint64(), False, "object address"),
+    ("size", pa.uint64(), False, "object size"),
+    ("kind", pa.string(), False, "'iova_magazine', 'iova', 'rcache_array', 'other'"),
+    ("chain_id", pa.int32(), True, "leak_chains.chain_id of the chain holding the object"),
+    ("first_word", pa.uint64(), True, "first little-endian 64-bit word of the dump"),
+    ("first_word_role", pa.string(), True, "'next', 'size', 'null_or_empty', 'rb_parent', or null"),
+    ("mag_size", pa.int32(), True, "magazine: pfn count held (size word), when the first word is a size"),
+    ("pfns", pa.list_(pa.uint64()), True, "magazine: pfns visible in the dump"),
+    ("pfn_lo", pa.uint64(), True, "struct iova: pfn_lo (offset 32)"),
+    ("pfn_hi", pa.uint64(), True, "struct iova: pfn_hi (offset 24)"),
+    ("verdict", pa.string(), False, "verdict code of the object"),
+])
+
+#: Leak diagnosis: one row per chain (or lone object) with its verdict.
+LEAK_CHAINS = _report_schema("leak_chains", [
+    ("chain_id", pa.int32(), False, "chain number"),
+    ("objects", pa.list_(pa.uint64()), False, "object addresses from head to tail"),
+    ("shape", pa.string(), False, "'list' (ends in NULL), 'open' (ends in an unreported object), 'lone', "
+                                   "'fork', 'cycle'"),
+    ("terminal", pa.string(), True, "'NULL', '0x… (not reported)', or null"),
+    ("what", pa.string(), False, "what the chain is, in words"),
+    ("verdict", pa.string(), False, "verdict code: transient_false_positive, real_leak, uninitialised_iova, ..."),
+    ("verdict_text", pa.string(), False, "the verdict in words"),
+    ("reasoning", pa.list_(pa.string()), False, "the steps that led to the verdict"),
+    ("evidence_lines", pa.list_(pa.int32()), False, "input lines that support the verdict"),
+    ("next_steps", pa.list_(pa.string()), False, "what to do next"),
+])
+
 # ---------------------------------------------------------------------------------------------------------------
 # Replay findings and state tables (owned by replay/). Declared below this line.
 # ---------------------------------------------------------------------------------------------------------------
