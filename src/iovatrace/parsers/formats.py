@@ -180,6 +180,11 @@ def _classify(decl: str, offset: int, size: int, signed: bool, long_size: int) -
     if m is None:
         raise ValueError(f"cannot parse field declaration {decl!r}")
     ctype, name = m.group("type").strip(), m.group("name")
+    if size == 0:
+        # Old kernels declare flexible tails without brackets ("field:u32 buf; size:0", ftrace bprint).
+        base = ctype.replace("const ", "").strip()
+        elem = _type_elem_size(base, long_size) or 1
+        return Field(name, ctype, offset, size, signed, "tail", None, elem, base in ("char", "signed char"), False)
     if size not in (1, 2, 4, 8):
         # A scalar-looking declaration with an odd size is an opaque blob (e.g. a struct): keep bytes.
         return Field(name, ctype, offset, size, signed, "array", size, 1, False, False)

@@ -1,0 +1,498 @@
+"""The trace.dat reader: metadata, then Arrow record batches per event type, in bounded memory.
+
+Theory of operation: :class:`TraceDat` opens the file, reads its metadata (``tracedat_meta``), and then streams
+each buffer's CPUs block by block (``pages``): every block is walked in lock step (``decode.walk_pages``), the
+records are grouped by event id, and each group becomes one ``pa.RecordBatch`` whose schema comes from
+``schema.event_schema`` (common columns, then the format's fields). Batches follow each CPU stream's order;
+``seq`` counts the records of one CPU stream of one buffer. Nothing is re-sorted.
+
+Instances: events of the top buffer are keyed ``"system:name"``; events of an instance ``inst`` are keyed
+``"inst/system:name"`` (``read_tables(buffer=...)`` selects one buffer; the lost-events table has a ``buffer``
+column). Losses are data (``lost_events()``): pages flagged with missed events and the CPUSTAT overrun/dropped
+counters. Damage (a truncated or corrupted file) is never silent: lenient mode (default) returns everything
+readable and lists each damage in :attr:`TraceDat.damage` (offset, reason, expected, pages/bytes/records lost);
+``strict=True`` raises :class:`TraceFormatError` at the first one.
+
+Format files are parsed only for the event ids that occur, kallsyms and printk formats only when asked for, and
+pyarrow is imported only when tables are built, so ``iovatrace info`` stays fast.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import mmap
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import TraceFormatError
+from .decode import WalkResult, build_columns, read_u, walk_pages
+from .formats import EventFormat, parse_format
+from .pages import PageBlock, iter_page_blocks
+from .tracedat_meta import SEC_KALLSYMS, SEC_PRINTK, BufferInfo, CpuData, TraceMeta, load_lazy, read_meta
+
+__all__ = ["TraceDat", "sniff", "fetch_types", "RecordBlock"]
+
+_ID_RE = re.compile(r"^ID:\s*(\d+)\s*$", re.M)
+_NS_CLOCKS = {"local", "global", "perf", "mono", "mono_raw", "boot", "tai"}
+
+
+def sniff(head: bytes) -> bool:
+    """True if ``head`` (the first bytes of a file) starts like a trace.dat."""
+    return head[:10] == b"\x17\x08\x44tracing"
+
+
+_SPEC_RE = re.compile(r"(\w+)=(\\?\"?)(0x)?%([-#0-9.]*)(hh|h|ll|l|L|z)?([a-zA-Z])")
+
+
+def fetch_types(fmt: EventFormat) -> dict[str, str]:
+    """Declared fetch-arg types of a probe event's fields, derived from its ``print fmt``.
+
+    ``0x%Lx`` → ``x64``, ``%Lu`` → ``u64``, ``%d`` → ``s32``, ``%u`` → ``u8/u16/u32`` by the field size,
+    ``"%s"`` → ``string``; the size always comes from the field.
+
+    Args:
+        fmt: an event format (any; non-probe events give ``{}``).
+
+    Returns:
+        field name → fetch type.
+    """
+    if not fmt.is_kprobe:
+        return {}
+    m = re.match(r'\s*"((?:[^"\\]|\\.)*)"', fmt.print_fmt)
+    if not m:
+        return {}
+    out: dict[str, str] = {}
+    for sm in _SPEC_RE.finditer(m.group(1)):
+        name, conv = sm.group(1), sm.group(6)
+        f = fmt.field(name)
+        if f is None:
+            continue
+        bits = 8 * (f.size if f.kind == "scalar" else f.elem_size or 1)
+        if conv == "s":
+            out[name] = "string"
+        elif conv in "xX":
+            out[name] = f"x{bits}"
+        elif conv in "di":
+            out[name] = f"s{bits}"
+        elif conv == "u":
+            out[name] = f"u{bits}"
+        elif conv == "p":
+            out[name] = "symbol"
+        elif conv == "c":
+            out[name] = "char"
+    return out
+
+
+@dataclass(slots=True)
+class RecordBlock:
+    """One decoded page block of one CPU stream (internal, also used by tests).
+
+    Attributes:
+        buffer: instance name.
+        cpu: CPU number.
+        block: the pages.
+        walk: the records found.
+        ids: event id of each record.
+        seq0: ``seq`` of the first record.
+    """
+
+    buffer: str
+    cpu: int
+    block: PageBlock
+    walk: WalkResult
+    ids: np.ndarray
+    seq0: int
+
+    def record_offsets(self) -> np.ndarray:
+        """File offset of each record's payload (compressed data: of its chunk)."""
+        ps = self.block.page_size
+        pages = self.walk.pages
+        inpage = self.walk.starts - pages * ps
+        plain = np.all(np.diff(self.block.src_offsets) == ps) if self.block.npages > 1 else True
+        return self.block.src_offsets[pages] + (inpage if plain else 0)
+
+
+class TraceDat:
+    """A trace.dat file (v6 or v7), opened for reading.
+
+    Args:
+        path: the file.
+        strict: raise :class:`TraceFormatError` on the first damage instead of reporting it in :attr:`damage`.
+        block_pages: pages decoded at once (memory ≈ block_pages × page size × a small factor).
+
+    Raises:
+        TraceFormatError: if the file is not a trace.dat or its metadata is unreadable.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, strict: bool = False, block_pages: int = 2048) -> None:
+        self.path = str(path)
+        self.strict = strict
+        self.block_pages = block_pages
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise TraceFormatError(f"Cannot open trace: {exc.strerror}", path=self.path) from None
+        self._size = os.fstat(self._fd).st_size
+        self._mm: Any = b""
+        if self._size:
+            self._mm = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+        try:
+            self.meta: TraceMeta = read_meta(self._mm, self.path, strict=strict)
+        except TraceFormatError:
+            self.close()
+            raise
+        except (ValueError, OverflowError, struct_error) as exc:  # defensive: never leak a bare error
+            self.close()
+            raise TraceFormatError(f"Cannot read trace.dat metadata: {exc}", path=self.path) from None
+        #: What could not be read: dicts with offset, reason, expected and pages/bytes/records lost.
+        self.damage: list[dict[str, Any]] = list(self.meta.damage)
+        self._id_text: dict[int, tuple[str, str]] | None = None
+        self._fmt_cache: dict[int, EventFormat | None] = {}
+        self._cmdlines: dict[int, str] | None = None
+        self._kallsyms: Any = None
+        self._printk: dict[int, str] | None = None
+        self._summary: dict[str, Any] | None = None
+        self._schemas: dict[int, Any] = {}
+        self._common: tuple[int, int, int, int, int] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the file."""
+        if isinstance(self._mm, mmap.mmap):
+            self._mm.close()
+        self._mm = b""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> TraceDat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- metadata ----------------------------------------------------------------------------------------------
+    @property
+    def buffers(self) -> list[str]:
+        """Instance names, ``""`` (the top buffer) first."""
+        return [b.name for b in self.meta.buffers]
+
+    def _index(self) -> dict[int, tuple[str, str]]:
+        if self._id_text is None:
+            idx: dict[int, tuple[str, str]] = {}
+            texts = [("ftrace", t) for t in self.meta.ftrace_formats] + list(self.meta.event_formats)
+            for system, text in texts:
+                m = _ID_RE.search(text)
+                if m:
+                    idx.setdefault(int(m.group(1)), (system, text))
+            self._id_text = idx
+        return self._id_text
+
+    def format_for_id(self, ev_id: int) -> EventFormat | None:
+        """The format of event id ``ev_id`` (parsed on first use), or None if absent or unparsable."""
+        if ev_id in self._fmt_cache:
+            return self._fmt_cache[ev_id]
+        ent = self._index().get(ev_id)
+        fmt = None
+        if ent is not None:
+            try:
+                fmt = parse_format(ent[1], ent[0], long_size=self.meta.kernel_long_size, path=self.path)
+                bad = [f.name for f in fmt.fields if f.offset < 0 or f.offset + f.size > 1 << 16]
+                if bad:
+                    raise TraceFormatError(f"fields {bad} lie beyond any record", path=self.path)
+            except TraceFormatError as exc:
+                if self.strict:
+                    raise
+                self.damage.append({"offset": None, "reason": f"event format {ent[0]} id {ev_id}: {exc.message}",
+                                    "expected": "a parsable format file"})
+                fmt = None
+        self._fmt_cache[ev_id] = fmt
+        return fmt
+
+    @property
+    def formats(self) -> dict[str, EventFormat]:
+        """Every parsable event format, ``"system:name"`` → :class:`EventFormat`."""
+        out = {}
+        for ev_id in sorted(self._index()):
+            f = self.format_for_id(ev_id)
+            if f is not None:
+                out.setdefault(f.key, f)
+        return out
+
+    @property
+    def cmdlines(self) -> dict[int, str]:
+        """Saved cmdlines: pid → comm."""
+        if self._cmdlines is None:
+            cm: dict[int, str] = {}
+            for line in self.meta.cmdlines_raw.decode("utf-8", "replace").splitlines():
+                pid, _, comm = line.strip().partition(" ")
+                if pid.lstrip("-").isdigit():
+                    cm[int(pid)] = comm
+            self._cmdlines = cm
+        return self._cmdlines
+
+    @property
+    def kallsyms(self) -> Any:
+        """The kernel symbol table (:class:`iovatrace.parsers.kallsyms.Kallsyms`), parsed on first use."""
+        if self._kallsyms is None:
+            from .kallsyms import Kallsyms
+
+            self._kallsyms = Kallsyms.parse(load_lazy(self._mm, self.meta, SEC_KALLSYMS))
+        return self._kallsyms
+
+    @property
+    def printk_formats(self) -> dict[int, str]:
+        """printk formats: address → format string (for ``bprint``/``bputs``), parsed on first use."""
+        if self._printk is None:
+            from .kallsyms import parse_printk_formats
+
+            self._printk = parse_printk_formats(load_lazy(self._mm, self.meta, SEC_PRINTK))
+        return self._printk
+
+    # -- records -----------------------------------------------------------------------------------------------
+    def _sink(self, record: bool) -> Any:
+        def sink(d: dict[str, Any]) -> None:
+            if record:
+                self.damage.append(d)
+        return sink
+
+    def _common_offsets(self) -> tuple[int, int, int, int, int]:
+        if self._common is None:
+            vals = (0, 2, 2, 3, 4)
+            for ev_id in self._index():
+                f = self.format_for_id(ev_id)
+                if f is None:
+                    continue
+                t, fl, pc, pid = (f.field(n) for n in ("common_type", "common_flags", "common_preempt_count",
+                                                        "common_pid"))
+                if t and fl and pc and pid:
+                    vals = (t.offset, t.size, fl.offset, pc.offset, pid.offset)
+                    break
+            self._common = vals
+        return self._common
+
+    def _selected_buffers(self, buffers: Iterable[str] | None) -> list[BufferInfo]:
+        if buffers is None:
+            return list(self.meta.buffers)
+        want = set(buffers)
+        return [b for b in self.meta.buffers if b.name in want]
+
+    def iter_record_blocks(self, buffers: Iterable[str] | None = None) -> Iterator[RecordBlock]:
+        """Walk every page of the selected buffers; yields one :class:`RecordBlock` per page block.
+
+        Damage and losses are collected on the first complete pass (see :attr:`damage`, :meth:`lost_events`).
+        """
+        first = self._summary is None
+        record = first
+        sink = self._sink(record)
+        big = self.meta.endian == "big"
+        L = self.meta.kernel_long_size
+        hdr = self.meta.header_data_offset
+        t_off, t_size = self._common_offsets()[:2]
+        counts: dict[int, int] = {}
+        lost: list[tuple[int, int, int, str, int, str]] = []
+        for b in self._selected_buffers(buffers):
+            for cd in b.cpus:
+                seq = 0
+                for blk in iter_page_blocks(self._fd, self._size, self.meta, b, cd, block_pages=self.block_pages,
+                                            sink=sink, strict=self.strict):
+                    wr = walk_pages(blk.data, blk.npages, blk.page_size, L, big, blk.valid, hdr)
+                    ids = read_u(blk.data, wr.starts + t_off, t_size, big)
+                    for p, cnt in wr.missed:
+                        pts = int(blk.data[p * blk.page_size: p * blk.page_size + 8].view(">u8" if big else "<u8")[0])
+                        lost.append((pts, cd.cpu, cnt, "missed_events_page", int(blk.src_offsets[p]), b.name))
+                    for p, pos, why, nbytes in wr.damage:
+                        d = {"offset": int(blk.src_offsets[p]) + (pos if not b.compressed else 0),
+                             "reason": f"CPU {cd.cpu} page {blk.first_page + p}: {why}", "cpu": cd.cpu,
+                             "buffer": b.name, "bytes_lost": nbytes, "records_lost": None,
+                             "expected": "records inside the page's committed size"}
+                        if self.strict:
+                            raise TraceFormatError(d["reason"], path=self.path, offset=d["offset"])
+                        sink(d)
+                    if record and ids.size:
+                        u, c = np.unique(ids, return_counts=True)
+                        for i, k in zip(u.tolist(), c.tolist()):
+                            counts[(b.name, i)] = counts.get((b.name, i), 0) + k  # type: ignore[index]
+                    yield RecordBlock(b.name, cd.cpu, blk, wr, ids, seq)
+                    seq += wr.starts.size
+        if first and buffers is None:
+            self._finish_summary(counts, lost)
+
+    def _finish_summary(self, counts: dict[Any, int], lost: list[Any]) -> None:
+        ev: dict[str, int] = {}
+        unknown: dict[int, int] = {}
+        for (bname, i), k in counts.items():
+            f = self.format_for_id(i)
+            if f is None:
+                unknown[i] = unknown.get(i, 0) + k
+                continue
+            key = f.key if not bname else f"{bname}/{f.key}"
+            ev[key] = ev.get(key, 0) + k
+        for i, k in sorted(unknown.items()):
+            self.damage.append({"offset": None, "reason": f"{k} records with event id {i}, which no format declares",
+                                "records_lost": k, "expected": "an event id listed in the formats"})
+        for bname, stats in self.meta.cpustats.items():
+            for cpu, s in stats.items():
+                for key, src in (("overrun", "overrun"), ("dropped events", "dropped")):
+                    v = s.get(key, "0").strip()
+                    if v.isdigit() and int(v) > 0:
+                        lost.append((self._stat_ts(s), cpu, int(v), src, None, bname))
+        self._summary = {"counts": ev, "lost": lost, "unknown": unknown}
+
+    @staticmethod
+    def _stat_ts(s: dict[str, str]) -> int:
+        try:
+            return int(round(float(s.get("now ts", "0")) * 1e9))
+        except ValueError:
+            return 0
+
+    def _ensure_summary(self) -> dict[str, Any]:
+        if self._summary is None:
+            for _ in self.iter_record_blocks():
+                pass
+        assert self._summary is not None
+        return self._summary
+
+    def event_counts(self) -> dict[str, int]:
+        """Records per event key (``"system:name"``, instances ``"inst/system:name"``), sorted by key."""
+        return dict(sorted(self._ensure_summary()["counts"].items()))
+
+    def lost_events(self) -> Any:
+        """The losses the trace admits to, as a ``schema.LOST_EVENTS`` table (one row per CPU and time)."""
+        import pyarrow as pa
+
+        from ..schema import LOST_EVENTS
+
+        rows = self._ensure_summary()["lost"]
+        cols = list(zip(*rows)) if rows else [[] for _ in range(6)]
+        off = self.meta.ts_offset_ns
+        return pa.table([pa.array([(t + off) % (1 << 64) for t in cols[0]], pa.uint64()),
+                         pa.array(cols[1], pa.uint32()), pa.array(cols[2], pa.int64()),
+                         pa.array(cols[3], pa.string()), pa.array(cols[4], pa.int64()),
+                         pa.array(cols[5], pa.string())], schema=LOST_EVENTS)
+
+    # -- tables ------------------------------------------------------------------------------------------------
+    def schema_for(self, fmt: EventFormat) -> Any:
+        """The Arrow schema of ``fmt``'s table (``schema.event_schema`` with fetch types; bprint adds ``text``)."""
+        import pyarrow as pa
+
+        from ..schema import event_schema
+
+        s = self._schemas.get(fmt.id)
+        if s is None:
+            s = event_schema(fmt, fetch_types=fetch_types(fmt) or None)
+            if fmt.system == "ftrace" and fmt.name in ("bprint", "bputs"):
+                s = s.append(pa.field("text", pa.string(), metadata={"c_type": "decoded", "kind": "text"}))
+            self._schemas[fmt.id] = s
+        return s
+
+    def _ts_ns(self, raw: np.ndarray) -> np.ndarray:
+        ts = raw
+        if self.meta.tsc2nsec is not None:
+            mult, shift, _ = self.meta.tsc2nsec
+            m = np.uint64(mult)
+            sh = np.uint64(shift)
+            lo = ts & np.uint64((1 << shift) - 1)
+            ts = (ts >> sh) * m + ((lo * m) >> sh)
+        if self.meta.ts_offset_ns:
+            ts = ts + np.uint64(self.meta.ts_offset_ns % (1 << 64))
+        return ts
+
+    def _comm(self, pid: np.ndarray) -> Any:
+        import pyarrow as pa
+
+        u, inv = np.unique(pid, return_inverse=True)
+        cm = self.cmdlines
+        names = [("<idle>" if p == 0 else cm.get(p)) for p in u.tolist()]
+        return pa.array(names, pa.string()).take(pa.array(inv.astype(np.int32).reshape(-1)))
+
+    def iter_batches(self, events: Iterable[str] | None = None,
+                     buffers: Iterable[str] | None = None) -> Iterator[tuple[str, Any]]:
+        """Stream the events as ``(key, pa.RecordBatch)`` pairs in bounded memory.
+
+        Args:
+            events: glob patterns on ``"system:name"`` (e.g. ``"iommu:*"``); default all.
+            buffers: instance names to read; default all (instance keys are prefixed ``"inst/"``).
+
+        Yields:
+            One batch per event type per page block, in each CPU stream's order.
+
+        Raises:
+            TraceFormatError: in strict mode, at the first damage.
+        """
+        import pyarrow as pa
+
+        pats = list(events) if events else None
+        big = self.meta.endian == "big"
+        L = self.meta.kernel_long_size
+        _, _, fl_off, pc_off, pid_off = self._common_offsets()
+        wanted: dict[int, bool] = {}
+        for rb in self.iter_record_blocks(buffers):
+            if rb.ids.size == 0:
+                continue
+            data = rb.block.data
+            order = np.argsort(rb.ids, kind="stable")
+            sids = rb.ids[order]
+            cuts = np.flatnonzero(np.diff(sids)) + 1
+            for grp in np.split(order, cuts):
+                ev_id = int(rb.ids[grp[0]])
+                fmt = self.format_for_id(ev_id)
+                if fmt is None:
+                    continue
+                if ev_id not in wanted:
+                    wanted[ev_id] = pats is None or any(fnmatch.fnmatchcase(fmt.key, p) for p in pats)
+                if not wanted[ev_id]:
+                    continue
+                schema = self.schema_for(fmt)
+                starts = rb.walk.starts[grp]
+                lengths = rb.walk.lengths[grp]
+                n = grp.size
+                pid = read_u(data, starts + pid_off, 4, big).astype(np.uint32).view(np.int32)
+                key = fmt.key if not rb.buffer else f"{rb.buffer}/{fmt.key}"
+                cols = [
+                    pa.array(self._ts_ns(rb.walk.ts[grp]), pa.uint64()),
+                    pa.array(np.full(n, rb.cpu, dtype=np.uint32)),
+                    pa.array((rb.seq0 + grp).astype(np.uint64)),
+                    pa.array(pid),
+                    self._comm(pid),
+                    pa.array(data[starts + fl_off]),
+                    pa.array(data[starts + pc_off]),
+                    pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([fmt.key])),
+                ]
+                cols += build_columns(fmt, data, starts, lengths, big, L, schema)
+                if len(cols) < len(schema):  # bprint/bputs text
+                    from .bprint import decode_text_column
+
+                    cols.append(decode_text_column(self, fmt, cols, schema))
+                yield key, pa.RecordBatch.from_arrays(cols, schema=schema)
+
+    def read_tables(self, events: Iterable[str] | None = None, buffer: str | None = "") -> dict[str, Any]:
+        """Every event type as one ``pa.Table``.
+
+        Args:
+            events: glob patterns on ``"system:name"``; default all.
+            buffer: the instance to read (``""`` = top buffer, the default); ``None`` reads all, with instance
+                keys prefixed ``"inst/"``.
+
+        Returns:
+            ``{key: table}``, keys sorted; each table ordered by (cpu, seq).
+        """
+        import pyarrow as pa
+
+        parts: dict[str, list[Any]] = {}
+        for key, batch in self.iter_batches(events, None if buffer is None else [buffer]):
+            parts.setdefault(key, []).append(batch)
+        out = {}
+        for key in sorted(parts):
+            t = pa.Table.from_batches(parts[key])
+            # batches of one CPU come in order; CPUs come one after another: order by (cpu, seq) is already true
+            out[key] = t
+        return out
+
+
+struct_error = __import__("struct").error
