@@ -252,6 +252,7 @@ class IommuDmaCookie:
         self.fq_flush_finish_cnt = 0
         self.fq_timer_on = False
         self.fq_timer_deadline: int | None = None
+        self.fq_timer_cpu = 0  # the timer runs on the CPU that armed it
         self.fq_domain = config.lazy  # published fq_domain == lazy mode (iommu_dma_init_fq)
         self.fqs: dict[int, IovaFq] = {}
         if config.lazy:
@@ -261,6 +262,9 @@ class IommuDmaCookie:
         self.freed_fq = False
         self._unflushed: list[tuple[int, int]] = []  # (queued_ns, start_cnt) not yet covered by a flush
         self._queued_total = 0
+        #: following mode: ``(executing cpu, ring key, entries before the free)`` of each ring free, for
+        #: comparing with the head/tail of a ``fq_ring_free_locked`` probe (6.12); ``None`` = not recorded
+        self.ring_free_log: deque[tuple[int, int, int]] | None = None if free_iova_fast else deque(maxlen=4096)
 
     # -- setup / teardown ---------------------------------------------------------------------------------
 
@@ -358,6 +362,7 @@ class IommuDmaCookie:
         self.stats.peak_queued = max(self.stats.peak_queued, self._queued_total)
         if not self.fq_timer_on:
             self.fq_timer_on = True
+            self.fq_timer_cpu = cpu
             self.fq_timer_deadline = wheel_expiry_ns(ts_ns, self.config.fq_timeout_ms, self.config.timer_hz)
         return freed
 
@@ -373,6 +378,8 @@ class IommuDmaCookie:
             The entries freed, in ring order.
         """
         self.stats.ring_frees += 1
+        if self.ring_free_log is not None:
+            self.ring_free_log.append((cpu, next((k for k, v in self.fqs.items() if v is fq), -1), len(fq)))
         finish = self.fq_flush_finish_cnt
         out: list[IovaFqEntry] = []
         ents = fq.entries
@@ -434,12 +441,12 @@ class IommuDmaCookie:
         """Trace time at which the armed timer fires, or ``None``."""
         return self.fq_timer_deadline if self.fq_timer_on else None
 
-    def run_timers(self, now_ns: int, cpu: int = 0) -> list[IovaFqEntry]:
+    def run_timers(self, now_ns: int, cpu: int | None = None) -> list[IovaFqEntry]:
         """Fire the timer if its deadline is at or before ``now_ns`` (predictive mode only).
 
         Args:
             now_ns: time of the next event to apply.
-            cpu: CPU the timer runs on (the one that armed it, in the kernel).
+            cpu: CPU the timer runs on; default: the one that armed it (as the kernel's timer wheel does).
 
         Returns:
             Entries freed by the timer.
@@ -447,7 +454,7 @@ class IommuDmaCookie:
         d = self.next_deadline()
         if d is None or d > now_ns:
             return []
-        return self.fq_flush_timeout(d, cpu)
+        return self.fq_flush_timeout(d, self.fq_timer_cpu if cpu is None else cpu)
 
     # -- following mode -----------------------------------------------------------------------------------
 

@@ -1,0 +1,538 @@
+"""The IOMMU layer of the replay: trace events → dma-iommu cookies, topology and mapping ledger, VT-d QI.
+
+Theory of operation
+-------------------
+:class:`IommuLayer` is what the replay driver calls for every event of the systems ``iommu``, ``dma``,
+``dmaiommu``, ``intel_iommu`` and ``page_pool``, for driver bind/unbind probes, and for the few ``iova`` events
+that tie a domain to its cookie (``alloc_iova_fast``, ``free_iova_fast``, ``put_iova_domain``). It never touches
+the allocator: in a trace the ``free_iova_fast`` calls are visible, so the flush queues run in *following* mode
+(:mod:`.dma_iommu`) and only check that the kernel freed what the model expected.
+
+How the kprobes of the lab (6.1, 6.12) are read:
+
+* ``iommu_dma_alloc_iova(domain, dev, devname)`` names a device pointer and its domain; the next
+  ``alloc_iova_fast`` on that CPU gives the domain's iova_domain (the cookie is ``iovad - 8``).
+* ``__iommu_dma_map`` / ``iommu_dma_map_sg`` followed by ``iommu_dma_alloc_iova_ret`` make a ledger entry (when
+  the trace has no ``dma:*`` tracepoints; 6.12 has them and they are used instead, with exact device names).
+* ``__iommu_dma_unmap(dev, dma_addr, size)`` is resolved by the next event of that CPU: a ``fq_ring_free`` of a
+  cookie means the domain is lazy and ``queue_iova`` ran (it is inlined in these builds); a ``free_iova_fast`` of
+  the same pfn means strict.
+* ``fq_flush_timeout(timer)`` followed on that CPU by ``fq_flush_iotlb(cookie)`` is the cookie's timer; a
+  ``fq_flush_iotlb`` without it is a ring-full flush inside ``queue_iova``.
+* ``fq_ring_free_locked(head, tail, mod_mask)`` (6.12) gives the ring's occupancy, which is compared with the model.
+
+Bug modes (``c``, ``d``, ``e``; model_spec §11.3): ``c`` = no page_pool DMA tracking (≤6.14), ``d`` = the VT-d QI
+reclaim before 3cf74230c139 (≤6.11), ``e`` = teardown that neither waits for nor drains the flush queue, with
+release_device racing attach (s390 ≤6.1; FQ timer/teardown race fixed by d7061627d701). Without an explicit set,
+``c`` and ``d`` follow the kernel profile and ``e`` is off.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..event import Event
+from .devices import DmaDirection, DmaMapping, Topology, direction_from_prot
+from .dma_iommu import IOVAD_OFFSET_IN_COOKIE, FqConfig, FqQueueType, IommuDmaCookie
+from .findings import Certainty, Finding, Severity
+from .vtd_qi import QiRing
+
+__all__ = ["IommuLayer", "LayerStats", "BUG_MODES", "DEFAULT_HZ"]
+
+#: Bug modes this layer implements.
+BUG_MODES = ("c", "d", "e")
+#: CONFIG_HZ of the lab's Debian kernels (CONFIG_HZ_250); the FQ timer fires on jiffy ticks.
+DEFAULT_HZ = 250
+
+_SYSTEMS = ("iommu:", "dma:", "dmaiommu:", "intel_iommu:", "page_pool:", "driver:")
+_IOVA_NAMES = frozenset({"iova:alloc_iova_fast", "iova:free_iova_fast", "iova:put_iova_domain"})
+_BIND = ("really_probe", "driver:bind")
+_UNBIND = ("device_unbind_cleanup", "device_release_driver_internal_ret", "__device_release_driver_ret",
+           "driver:unbind")
+
+
+def _fn(name: str) -> str:
+    return name.split(":", 1)[-1]
+
+
+def _hex(v: Any) -> str:
+    return f"0x{v:x}" if isinstance(v, int) else str(v)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, int):
+        return v
+    return int(str(v), 0)
+
+
+@dataclass(slots=True)
+class LayerStats:
+    """Fidelity counters of the layer (how well the model followed the trace).
+
+    Attributes:
+        events: events handled.
+        unresolved_unmaps: ``__iommu_dma_unmap`` not followed by a ring free or a free on its CPU.
+        observed_full_flushes: ``fq_flush_iotlb`` outside a timeout (ring full in the kernel).
+        ring_occupancy_checked / ring_occupancy_matched: 6.12 ``fq_ring_free_locked`` head/tail comparisons.
+        qi_descriptors: ``intel_iommu:qi_submit`` events by iommu.
+        cache_tag_flushes: ``intel_iommu:cache_tag_flush_*`` events by name.
+        iommu_map / iommu_unmap: page-table tracepoint counts.
+        timer_after_teardown: timeouts seen for a cookie already torn down.
+    """
+
+    events: int = 0
+    unresolved_unmaps: int = 0
+    observed_full_flushes: int = 0
+    ring_occupancy_checked: int = 0
+    ring_occupancy_matched: int = 0
+    qi_descriptors: dict[str, int] = field(default_factory=dict)
+    cache_tag_flushes: dict[str, int] = field(default_factory=dict)
+    iommu_map: int = 0
+    iommu_unmap: int = 0
+    timer_after_teardown: int = 0
+
+
+class IommuLayer:
+    """Event-level model of dma-iommu, IOMMU topology, the DMA mapping ledger and VT-d QI.
+
+    Args:
+        profile: a ``profiles.KernelProfile`` (or anything with ``fq_size``, ``fq_timeout_ns``,
+            ``qi_reclaim_fixed``, ``page_pool_dma_tracking``, ``qi_length``); ``None`` = 6.x defaults.
+        bug_modes: the bug modes to turn on (subset of :data:`BUG_MODES`); ``None`` = profile defaults.
+        event_names: names of the event types the trace holds (decides the ledger source and whether the FQ
+            timer is observed or predicted); ``None`` = decide from the events as they come.
+        timer_hz: CONFIG_HZ for predicted timers.
+        possible_cpus: CPUs with a flush-queue ring.
+
+    Driver protocol: before applying an event at time ``t`` call :meth:`fire_timers` ``(t)``; then
+    :meth:`step` ``(event)`` for events where :meth:`wants` is true; at the end :meth:`finish`.
+    """
+
+    def __init__(self, profile: Any = None, *, bug_modes: Iterable[str] | None = None,
+                 event_names: Iterable[str] | None = None, timer_hz: int | None = DEFAULT_HZ,
+                 possible_cpus: Iterable[int] = (0, 1)) -> None:
+        self.profile = profile
+        if bug_modes is None:
+            modes = set()
+            if profile is not None and not getattr(profile, "page_pool_dma_tracking", False):
+                modes.add("c")
+            if profile is not None and not getattr(profile, "qi_reclaim_fixed", True):
+                modes.add("d")
+        else:
+            modes = {m.lower().strip() for m in bug_modes}
+            unknown = modes - set(BUG_MODES) - {"a", "b"}  # a, b belong to the allocator model
+            if unknown:
+                raise ValueError(f"Unknown bug mode(s) {sorted(unknown)}: expected some of {', '.join(BUG_MODES)}")
+        self.bug_modes = frozenset(modes & set(BUG_MODES))
+        names = set(event_names) if event_names is not None else None
+        self.dma_ledger = bool(names and any(n.startswith("dma:dma_map") for n in names))
+        self.timer_observed = names is None or "dmaiommu:fq_flush_timeout" in names
+        self.timer_hz = timer_hz
+        self.possible_cpus = tuple(possible_cpus)
+        self.fq_size = int(getattr(profile, "fq_size", 256))
+        self.fq_timeout_ms = getattr(profile, "fq_timeout_ns", 10_000_000) / 1e6
+        self.qi_length = int(getattr(profile, "qi_length", 256))
+        self.topology = Topology(page_pool_dma_tracking="c" not in self.bug_modes, release_race="e" in self.bug_modes)
+        self.cookies: dict[str, IommuDmaCookie] = {}  # by cookie address
+        self.freed_cookies: dict[str, IommuDmaCookie] = {}
+        self.domain_iovad: dict[str, str] = {}  # domain -> iovad
+        self.iovad_domain: dict[str, str] = {}
+        self.timer_cookie: dict[str, str] = {}
+        self.qi: dict[str, QiRing] = {}
+        self.stats = LayerStats()
+        self._alloc_ctx: dict[int, tuple[str, str | None, int | None]] = {}  # cpu -> (domain, devname, devptr)
+        self._map_ctx: dict[int, tuple[str, int | None, int | None, int | None, DmaDirection, Event]] = {}
+        self._unmap_ctx: dict[int, tuple[str | None, int, int, Event]] = {}
+        self._timeout_ctx: dict[int, tuple[str, Event]] = {}
+        self._pool_ctx: dict[int, str] = {}
+        self._ring_free_obs: dict[int, deque[tuple[int, int, int]]] = {}
+
+    # -- driver protocol ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def wants(name: str) -> bool:
+        """Whether :meth:`step` should see events named ``name``."""
+        return name.startswith(_SYSTEMS) or name in _IOVA_NAMES or _fn(name).startswith(
+            ("qi_submit_sync", "page_pool_", "really_probe", "device_unbind_cleanup", "device_release_driver",
+             "__device_release_driver"))
+
+    def fire_timers(self, now_ns: int) -> list[Finding]:
+        """Fire the predicted flush-queue timers due at or before ``now_ns`` (only when the trace lacks them)."""
+        if self.timer_observed:
+            return []
+        for c in list(self.cookies.values()):
+            c.run_timers(now_ns)
+        return []
+
+    def note_lost_events(self, ts_ns: int, cpu: int, count: int | None) -> None:
+        """A ring-buffer loss: later completeness-based findings become uncertain."""
+        self.topology.note_gap(f"{count if count is not None else 'some'} events lost on CPU {cpu} at {ts_ns} ns")
+
+    def step(self, ev: Event) -> list[Finding]:
+        """Apply one event; returns the findings it produced."""
+        self.stats.events += 1
+        name = ev.name
+        fn = _fn(name)
+        f = ev.fields
+        key = (ev.ts_ns, ev.cpu, ev.seq)
+        out: list[Finding] = []
+        # a pending __iommu_dma_unmap is resolved by the next relevant event of its CPU
+        if ev.cpu in self._unmap_ctx and not name.startswith(("iommu:unmap", "intel_iommu:", "dma:")):
+            out += self._resolve_unmap(ev)
+        handler = _HANDLERS.get(name) or _HANDLERS.get(fn)
+        if handler is not None:
+            out += handler(self, ev, f, key)
+        elif fn.startswith("qi_submit_sync"):
+            out += self._qi_sync(ev, f, key, ret=fn != "qi_submit_sync")
+        elif fn.endswith(_BIND) or name == "driver:bind":
+            dev = self._devname(f)
+            if dev:
+                out += self.topology.driver_bind(ev.ts_ns, dev, key)
+        elif fn.endswith(_UNBIND) or name == "driver:unbind":
+            dev = self._devname(f)
+            if dev:
+                out += self.topology.driver_unbind(ev.ts_ns, dev, key)
+        elif fn.endswith("page_pool_dma_map"):
+            self._pool_ctx[ev.cpu] = f"page_pool:{_hex(f.get('pool'))}"
+        elif fn.endswith("page_pool_destroy") or name == "page_pool:page_pool_release":
+            out += self.topology.page_pool_destroy(ev.ts_ns, f"page_pool:{_hex(f.get('pool'))}", key)
+        elif name.startswith("intel_iommu:cache_tag_flush"):
+            self.stats.cache_tag_flushes[fn] = self.stats.cache_tag_flushes.get(fn, 0) + 1
+        return out
+
+    def finish(self, ts_ns: int) -> list[Finding]:
+        """End of trace: summarise what is still live (informational; nothing is proven leaked by the end)."""
+        out: list[Finding] = []
+        for cpu, sub in sorted(((c, s) for r in self.qi.values() for c, s in r.inflight.items())):
+            out.append(Finding("qi_wait_unfinished", Severity.INFO, ts_ns,
+                               f"qi_submit_sync on CPU {cpu} had not returned when the trace ended",
+                               certainty=Certainty.UNCERTAIN, gap="trace ended", events=(sub.event,) if sub.event
+                               else ()))
+        return out
+
+    # -- queries for the driver / validators --------------------------------------------------------------
+
+    def cookie_for_iovad(self, iovad: str | int) -> IommuDmaCookie | None:
+        """The live cookie embedding iova_domain ``iovad``."""
+        return self.cookies.get(self._cookie_of_iovad(iovad))
+
+    def iter_queued_pfns(self, iovad: str | int) -> Iterator[tuple[int, int]]:
+        """``(pfn, pages)`` the flush queue of ``iovad`` owns (for ``validate_single_owner``)."""
+        c = self.cookie_for_iovad(iovad)
+        if c is not None:
+            yield from c.iter_queued_pfns()
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready counters: per cookie flushes and queue figures, QI, ledger."""
+        return {
+            "cookies": {k: {"lazy": c.fq_domain, "flushes": dict(c.stats.flushes), "strict_syncs": c.stats.strict_syncs,
+                            "queued": c.stats.queued, "freed": c.stats.freed, "timer_fires": c.stats.timer_fires,
+                            "peak_queued": c.stats.peak_queued, "free_mismatch": c.stats.free_mismatch,
+                            "torn_down": k in self.freed_cookies}
+                        for k, c in {**self.cookies, **self.freed_cookies}.items()},
+            "unresolved_unmaps": self.stats.unresolved_unmaps,
+            "observed_full_flushes": self.stats.observed_full_flushes,
+            "ring_occupancy": [self.stats.ring_occupancy_matched, self.stats.ring_occupancy_checked],
+            "qi_descriptors": dict(self.stats.qi_descriptors),
+            "cache_tag_flushes": dict(self.stats.cache_tag_flushes),
+            "live_mappings": len(self.topology.ledger),
+            "bug_modes": sorted(self.bug_modes),
+        }
+
+    # -- helpers ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _devname(f: Mapping[str, Any]) -> str | None:
+        for k in ("devname", "device", "dev_name", "name"):
+            v = f.get(k)
+            if isinstance(v, str) and v:
+                return v
+        return None
+
+    @staticmethod
+    def _cookie_of_iovad(iovad: str | int) -> str:
+        return _hex(_int(iovad) - IOVAD_OFFSET_IN_COOKIE)
+
+    def _cookie(self, cookie: str, *, lazy: bool) -> IommuDmaCookie:
+        c = self.cookies.get(cookie)
+        if c is None:
+            cfg = FqConfig(lazy=lazy, queue_type=FqQueueType.PER_CPU, fq_size=self.fq_size,
+                           fq_timeout_ms=self.fq_timeout_ms, timer_hz=self.timer_hz)
+            c = self.cookies[cookie] = IommuDmaCookie(cookie, cfg, possible_cpus=self.possible_cpus)
+            c.domain = self.iovad_domain.get(_hex(_int(cookie) + IOVAD_OFFSET_IN_COOKIE))
+        elif lazy and not c.fq_domain:
+            c.iommu_dma_init_fq(0)
+        return c
+
+    # -- dmaiommu kprobes ---------------------------------------------------------------------------------
+
+    def _on_alloc_iova(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        dom = _hex(f.get("domain"))
+        devname = f.get("devname") if isinstance(f.get("devname"), str) else None
+        devptr = f.get("dev") if isinstance(f.get("dev"), int) else None
+        if devname and devptr is not None:
+            self.topology.learn_dev_ptr(devptr, devname)
+            d = self.topology.device(devname)
+            if d.domain is None:
+                d.domain = dom
+                self.topology.domain(dom).devices.add(devname)
+        self._alloc_ctx[ev.cpu] = (dom, devname, devptr)
+        return []
+
+    def _on_alloc_iova_fast(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        ctx = self._alloc_ctx.get(ev.cpu)
+        if ctx is not None and "iovad" in f:
+            iovad = _hex(f["iovad"])
+            self.domain_iovad[ctx[0]] = iovad
+            self.iovad_domain[iovad] = ctx[0]
+            self.topology.domain(ctx[0]).iovad = iovad
+        return []
+
+    def _on_alloc_iova_ret(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        ctx = self._alloc_ctx.pop(ev.cpu, None)
+        mctx = self._map_ctx.pop(ev.cpu, None)
+        iova = f.get("iova")
+        if ctx is None or mctx is None or not isinstance(iova, int) or iova == 0 or self.dma_ledger:
+            return []
+        call, devptr, phys, size, direction, mev = mctx
+        devname = ctx[1] or (self.topology.dev_by_ptr.get(devptr) if devptr is not None else None)
+        if devname is None:
+            return []
+        return self.topology.dma_map(DmaMapping(devname, iova, size or 0, direction, mev.ts_ns, call,
+                                                (mev.ts_ns, mev.cpu, mev.seq), ctx[0], phys,
+                                                self._pool_ctx.pop(ev.cpu, None), exact=False))
+
+    def _on_dma_map_kprobe(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        fn = _fn(ev.name)
+        if fn == "__iommu_dma_map":
+            if ev.cpu in self._map_ctx and self._map_ctx[ev.cpu][0] == "iommu_dma_map_sg":
+                return []
+            self._map_ctx[ev.cpu] = (fn, f.get("dev"), f.get("phys"), f.get("size"),
+                                     direction_from_prot(_int(f.get("prot", 0))), ev)
+        else:
+            self._map_ctx[ev.cpu] = (fn, f.get("dev"), None, None, DmaDirection.of(f.get("dir")), ev)
+        return []
+
+    def _on_iommu_dma_unmap(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        addr = _int(f.get("dma_addr", 0))
+        size = _int(f.get("size", 0))
+        pfn = addr >> 12
+        pages = ((addr & 0xFFF) + size + 0xFFF) >> 12
+        devptr = f.get("dev")
+        devname = self.topology.dev_by_ptr.get(devptr) if isinstance(devptr, int) else None
+        out: list[Finding] = []
+        if devname is not None and not self.dma_ledger:
+            out += self.topology.dma_unmap(ev.ts_ns, devname, addr & ~0xFFF, size, call="__iommu_dma_unmap",
+                                           key=key, exact=False)
+        self._unmap_ctx[ev.cpu] = (devname, pfn, pages, ev)
+        return out
+
+    def _resolve_unmap(self, ev: Event) -> list[Finding]:
+        devname, pfn, pages, uev = self._unmap_ctx.pop(ev.cpu)
+        fn = _fn(ev.name)
+        ukey = (uev.ts_ns, uev.cpu, uev.seq)
+        if fn.startswith("fq_ring_free"):
+            cookie = _hex(ev.fields.get("cookie"))
+            if cookie in self.freed_cookies:
+                return [self._after_teardown(ev, cookie, "queue_iova")]
+            c = self._cookie(cookie, lazy=True)
+            c.queue_iova(pfn, pages, ev.cpu, uev.ts_ns, ukey)
+            return []
+        if ev.name == "iova:free_iova_fast" and _int(ev.fields.get("pfn", -1)) == pfn:
+            c = self._cookie(self._cookie_of_iovad(ev.fields["iovad"]), lazy=False)
+            if not c.fq_domain:
+                c.iommu_dma_free_iova(pfn, pages, ev.cpu, uev.ts_ns, ukey)
+            return []
+        self.stats.unresolved_unmaps += 1
+        return []
+
+    def _on_fq_ring_free(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        c = self.cookies.get(_hex(f.get("cookie")))
+        if c is None or c.ring_free_log is None or not c.ring_free_log:
+            return []
+        exec_cpu, _ring, occ = c.ring_free_log.popleft()
+        if "head" in f and "tail" in f and "mod_mask" in f and c.stats.timer_fires > 0:
+            observed = (_int(f["tail"]) - _int(f["head"])) & _int(f["mod_mask"])
+            self.stats.ring_occupancy_checked += 1
+            self.stats.ring_occupancy_matched += observed == occ
+        return []
+
+    def _on_fq_flush_timeout(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        timer = _hex(f.get("timer"))
+        cookie = self.timer_cookie.get(timer)
+        if cookie is not None and cookie in self.freed_cookies:
+            return [self._after_teardown(ev, cookie, "fq_flush_timeout")]
+        self._timeout_ctx[ev.cpu] = (timer, ev)
+        return []
+
+    def _on_fq_flush_iotlb(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        cookie = _hex(f.get("cookie"))
+        if cookie in self.freed_cookies:
+            return [self._after_teardown(ev, cookie, "fq_flush_iotlb")]
+        c = self._cookie(cookie, lazy=True)
+        tctx = self._timeout_ctx.pop(ev.cpu, None)
+        if tctx is not None:
+            self.timer_cookie[tctx[0]] = cookie
+            c.fq_flush_timeout(tctx[1].ts_ns, ev.cpu)
+        else:
+            self.stats.observed_full_flushes += 1
+        return []
+
+    def _after_teardown(self, ev: Event, cookie: str, what: str) -> Finding:
+        self.stats.timer_after_teardown += what == "fq_flush_timeout"
+        return Finding("fq_use_after_teardown", Severity.ERROR, ev.ts_ns,
+                       f"{what} ran on cookie {cookie} after its domain was torn down (use-after-free; the "
+                       "teardown must del_timer_sync the flush-queue timer, d7061627d701)",
+                       domain=self.freed_cookies[cookie].domain, events=((ev.ts_ns, ev.cpu, ev.seq),))
+
+    def _on_init_fq(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        dom = _hex(f.get("domain"))
+        self.topology.set_domain_type(dom, "DMA-FQ")
+        iovad = self.domain_iovad.get(dom)
+        if iovad is not None:
+            self._cookie(self._cookie_of_iovad(iovad), lazy=True)
+        return []
+
+    def _on_free_iova_fast(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        c = self.cookies.get(self._cookie_of_iovad(f.get("iovad", 0)))
+        if c is not None and c.pending_free:
+            c.note_free_iova_fast(_int(f.get("pfn", 0)), _int(f.get("size", 0)))
+        return []
+
+    def _on_put_iova_domain(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        iovad = _hex(f.get("iovad"))
+        cookie = self._cookie_of_iovad(iovad)
+        out: list[Finding] = []
+        dom = self.iovad_domain.get(iovad, iovad)
+        out += self.topology.domain_free(ev.ts_ns, dom, key)
+        c = self.cookies.pop(cookie, None)
+        if c is None:
+            return out
+        armed = c.fq_timer_on
+        left = [e for e in c.iommu_dma_free_fq(ev.ts_ns) if e.event is not None]
+        self.freed_cookies[cookie] = c
+        if left and "e" in self.bug_modes:
+            attached = sorted(self.topology.domain(dom).devices)
+            out.append(Finding(
+                "fq_entries_at_teardown", Severity.ERROR, ev.ts_ns,
+                f"{len(left)} IOVA(s) still in the flush queue of domain {dom} at teardown, never invalidated"
+                + (", flush timer still armed" if armed else "")
+                + (f", devices still attached: {', '.join(attached)}" if attached else "")
+                + "; a teardown that does not wait for the queue lets stale IOTLB entries and the timer outlive "
+                  "the domain (s390 release_device race, seed thread e; d7061627d701)",
+                domain=dom, certainty=Certainty.LOWER_BOUND,
+                gap=None, events=tuple(e.event for e in left[:32] if e.event) + (key,),
+                details={"entries": len(left), "timer_armed": armed, "oldest_ns": left[0].queued_ns,
+                         "pfns": [e.iova_pfn for e in left[:32]], "attached": attached}))
+        return out
+
+    # -- iommu / dma tracepoints --------------------------------------------------------------------------
+
+    def _on_add(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        return self.topology.add_device_to_group(ev.ts_ns, _int(f.get("gid", -1)), str(f.get("device")), key)
+
+    def _on_remove(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        return self.topology.remove_device_from_group(ev.ts_ns, _int(f.get("gid", -1)), str(f.get("device")), key)
+
+    def _on_attach(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        dom = f.get("domain")
+        return self.topology.attach_device_to_domain(ev.ts_ns, str(f.get("device")),
+                                                     _hex(dom) if dom is not None else None, key)
+
+    def _on_map_tp(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        self.stats.iommu_map += 1
+        return []
+
+    def _on_unmap_tp(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        self.stats.iommu_unmap += 1
+        return []
+
+    def _on_dma_map(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        self.dma_ledger = True
+        dev = str(f.get("device"))
+        fn = _fn(ev.name)
+        owner = self._pool_ctx.pop(ev.cpu, None)
+        direction = DmaDirection.of(f.get("dir"))
+        if fn == "dma_map_sg":
+            # one entry per call: nents pages may merge into fewer DMA segments (ents), and dma_unmap_sg names the
+            # call only by its physical addresses, so the first physical address is the key
+            addrs = list(f.get("dma_addrs") or [])
+            lens = list(f.get("lengths") or [])
+            phys = list(f.get("phys_addrs") or [])
+            if not addrs:
+                return []
+            return self.topology.dma_map(DmaMapping(dev, _int(addrs[0]), sum(_int(x) for x in lens), direction,
+                                                    ev.ts_ns, fn, key, None, _int(phys[0]) if phys else None, owner))
+        return self.topology.dma_map(DmaMapping(dev, _int(f.get("dma_addr", 0)), _int(f.get("size", 0)), direction,
+                                                ev.ts_ns, fn, key, None,
+                                                _int(f["phys_addr"]) if "phys_addr" in f else None, owner))
+
+    def _on_dma_unmap(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        self.dma_ledger = True
+        dev = str(f.get("device"))
+        fn = _fn(ev.name)
+        if fn == "dma_unmap_sg":
+            phys = list(f.get("addrs") or f.get("phys_addrs") or [])
+            if not phys:
+                return []
+            return self.topology.dma_unmap(ev.ts_ns, dev, None, None, call=fn, key=key, phys=_int(phys[0]))
+        addr = f.get("addr", f.get("dma_addr"))
+        return self.topology.dma_unmap(ev.ts_ns, dev, _int(addr) if addr is not None else None,
+                                       _int(f.get("size", 0)), call=fn, key=key)
+
+    # -- VT-d ---------------------------------------------------------------------------------------------
+
+    def _on_qi_submit(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        iommu = str(f.get("iommu", "dmar?"))
+        self.stats.qi_descriptors[iommu] = self.stats.qi_descriptors.get(iommu, 0) + 1
+        return []
+
+    def _qi_sync(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int], *, ret: bool) -> list[Finding]:
+        iommu = str(f.get("iommu", "dmar0")) if not isinstance(f.get("iommu"), int) else _hex(f["iommu"])
+        ring = self.qi.get(iommu)
+        if ring is None:
+            ring = self.qi[iommu] = QiRing(iommu, reclaim_fixed="d" not in self.bug_modes, length=self.qi_length)
+        if ret:
+            # a return probe carries no iommu: use the ring this CPU submitted to
+            for r in self.qi.values():
+                if ev.cpu in r.inflight:
+                    return r.qi_submit_sync_return(ev.cpu, ev.ts_ns, key)
+            ring.stats.unmatched_returns += 1
+            return []
+        return ring.qi_submit_sync(ev.cpu, _int(f.get("count", 0)), ev.ts_ns, key)
+
+
+_HANDLERS: dict[str, Any] = {
+    "dmaiommu:iommu_dma_alloc_iova": IommuLayer._on_alloc_iova,
+    "dmaiommu:iommu_dma_alloc_iova_ret": IommuLayer._on_alloc_iova_ret,
+    "dmaiommu:__iommu_dma_map": IommuLayer._on_dma_map_kprobe,
+    "dmaiommu:iommu_dma_map_sg": IommuLayer._on_dma_map_kprobe,
+    "dmaiommu:__iommu_dma_unmap": IommuLayer._on_iommu_dma_unmap,
+    "dmaiommu:fq_ring_free": IommuLayer._on_fq_ring_free,
+    "dmaiommu:fq_ring_free_locked": IommuLayer._on_fq_ring_free,
+    "dmaiommu:fq_flush_timeout": IommuLayer._on_fq_flush_timeout,
+    "dmaiommu:fq_flush_iotlb": IommuLayer._on_fq_flush_iotlb,
+    "dmaiommu:iommu_dma_init_fq": IommuLayer._on_init_fq,
+    "iova:alloc_iova_fast": IommuLayer._on_alloc_iova_fast,
+    "iova:free_iova_fast": IommuLayer._on_free_iova_fast,
+    "iova:put_iova_domain": IommuLayer._on_put_iova_domain,
+    "iommu:add_device_to_group": IommuLayer._on_add,
+    "iommu:remove_device_from_group": IommuLayer._on_remove,
+    "iommu:attach_device_to_domain": IommuLayer._on_attach,
+    "iommu:map": IommuLayer._on_map_tp,
+    "iommu:unmap": IommuLayer._on_unmap_tp,
+    "dma:dma_map_page": IommuLayer._on_dma_map,
+    "dma:dma_map_phys": IommuLayer._on_dma_map,
+    "dma:dma_map_resource": IommuLayer._on_dma_map,
+    "dma:dma_map_sg": IommuLayer._on_dma_map,
+    "dma:dma_alloc": IommuLayer._on_dma_map,
+    "dma:dma_unmap_page": IommuLayer._on_dma_unmap,
+    "dma:dma_unmap_phys": IommuLayer._on_dma_unmap,
+    "dma:dma_unmap_resource": IommuLayer._on_dma_unmap,
+    "dma:dma_unmap_sg": IommuLayer._on_dma_unmap,
+    "dma:dma_free": IommuLayer._on_dma_unmap,
+    "intel_iommu:qi_submit": IommuLayer._on_qi_submit,
+}
