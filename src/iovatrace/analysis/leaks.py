@@ -25,7 +25,7 @@ from ..parsers.logs.dmadebug import DmaDebugReport, parse_dma_debug
 from ..parsers.logs.kmemleak import UnusableReportError, parse_kmemleak
 from .leaks_decode import IOVA_ANCHOR, DecodedObject, KernelFacts, decode, infer_kernel
 
-__all__ = ["Chain", "LeakDiagnosis", "build_chains", "judge", "diagnose", "FIX_TRANSIENT", "FIX_IOVA_INIT"]
+__all__ = ["Chain", "LeakDiagnosis", "build_chains", "cross_references", "judge", "diagnose", "FIX_TRANSIENT", "FIX_IOVA_INIT"]
 
 #: 7591c127f3b1 "kmemleak: iommu/iova: fix transient kmemleak false positive" (v6.13-rc1; 6.12.y 992ea37a8ada).
 FIX_TRANSIENT = "7591c127f3b1"
@@ -103,8 +103,26 @@ def _links(d: DecodedObject, by_addr: dict[int, DecodedObject], spans: list[tupl
     out: list[int] = []
     for _, w in d.pointers:
         for start, end, addr in spans:
-            if start <= w < end and addr != d.address and addr not in out:
+            # Chains join objects of one kind; a reference across kinds is reported, not followed (see judge).
+            if start <= w < end and addr != d.address and addr not in out and by_addr[addr].kind == d.kind:
                 out.append(addr)
+    return out
+
+
+def cross_references(objs: list[DecodedObject]) -> list[tuple[int, int, int]]:
+    """References between reported objects of different kinds.
+
+    Returns:
+        ``(from address, word index, to address)`` for every pointer word of one object that points into a
+        reported object of another kind.
+    """
+    spans = sorted((d.address, d.address + max(d.obj.size, 1), d) for d in objs)
+    out = []
+    for d in objs:
+        for i, w in d.pointers:
+            for start, end, t in spans:
+                if start <= w < end and t.kind != d.kind:
+                    out.append((d.address, i, t.address))
     return out
 
 
@@ -412,6 +430,9 @@ def diagnose(data: str | bytes, *, path: str | None = None, kernel: str | None =
     for c in chains:
         judge(c, facts)
     notes: list[str] = []
+    for src, word, dst in cross_references(objs):
+        notes.append(f"0x{src:x} (word {word}) points into reported object 0x{dst:x}: it is referenced from a "
+                     "reported object of another kind, so it leaks (or not) with 0x" + f"{src:x}")
     if any(d.hashed for d in objs):
         notes.append("frame addresses are hashed %p values (kernels 4.15-6.1): they cannot be symbolised; use the "
                      "symbol+offset/size columns (scripts/faddr2line)")

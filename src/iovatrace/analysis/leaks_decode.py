@@ -199,7 +199,7 @@ def infer_kernel(objects: list[KmemleakObject], kernel: str | None = None) -> Ke
     if "<=6.7" in fmts:
         narrow((0, 0), (6, 7), "'(age …)' on the comm line: kmemleak before 6.8")
     if "6.8-6.12" in fmts:
-        narrow((6, 8), (99, 99), "'backtrace (crc …)': kmemleak 6.8+")
+        narrow((6, 8), (6, 12), "'backtrace (crc …)' with a '[<addr>]' column: kmemleak 6.8-6.12")
     if ">=6.13" in fmts:
         narrow((6, 12), (99, 99), "no '[<addr>]' column: kmemleak 6.13+ (or 6.12-stable)")
     kinds = {f.address_kind for o in objects for f in o.frames}
