@@ -1,0 +1,118 @@
+"""Recording without trace-cmd: read the ring buffer and metadata straight from tracefs.
+
+Theory of operation
+-------------------
+A trace.dat is the tracefs metadata (``events/header_page``, ``header_event``, the ``format`` file of every event,
+``/proc/kallsyms``, ``printk_formats``, ``saved_cmdlines``) plus each CPU's raw ring-buffer pages. After tracing is
+switched off, :func:`capture_raw` drains ``per_cpu/cpuN/trace_pipe_raw`` (opened non-blocking: it ends at
+``EAGAIN`` instead of waiting for new pages) and gathers the metadata into a :class:`RawCapture`.
+:func:`write_capture` hands that to the project's trace.dat writer (``iovatrace.parsers.writer``), so files made
+here read exactly like trace-cmd's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CaptureError
+from .probes import ProbePlan
+from .tracefs import TraceFS
+
+__all__ = ["RawCapture", "capture_raw", "write_capture"]
+
+
+@dataclass
+class RawCapture:
+    """Everything a trace.dat holds, as read from tracefs.
+
+    Attributes:
+        header_page / header_event: ``events/header_page`` and ``events/header_event`` text.
+        formats: ``system`` -> list of ``format`` file texts (``ftrace`` included).
+        kallsyms / printk_formats / cmdlines: text of the files.
+        cpu_data: raw ring-buffer pages per CPU, in CPU order.
+        page_size: ring-buffer page size (the OS page size).
+        clock: the trace clock in use.
+        uname: kernel release.
+    """
+
+    header_page: str
+    header_event: str
+    formats: dict[str, list[str]] = field(default_factory=dict)
+    kallsyms: str = ""
+    printk_formats: str = ""
+    cmdlines: str = ""
+    cpu_data: list[bytes] = field(default_factory=list)
+    page_size: int = 4096
+    clock: str = "local"
+    uname: str = ""
+
+
+def _drain(path: Path, page_size: int) -> bytes:
+    chunks = []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise CaptureError(f"{path}: cannot open ({exc.strerror})") from exc
+    try:
+        while True:
+            try:
+                b = os.read(fd, page_size)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EINTR):
+                    break
+                raise CaptureError(f"{path}: read failed ({exc.strerror})") from exc
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def capture_raw(tfs: TraceFS, plan: ProbePlan) -> RawCapture:
+    """Drain the ring buffer and read the metadata of every event the plan enabled (plus ftrace's own).
+
+    Raises:
+        CaptureError: a file tracefs must have is missing or unreadable.
+    """
+    page_size = os.sysconf("SC_PAGE_SIZE")
+    cap = RawCapture(tfs.read("events/header_page", ""), tfs.read("events/header_event", ""),
+                     page_size=page_size)
+    systems = {"ftrace", *plan.groups, *(t.system for t in plan.tracepoints)}
+    for s in sorted(systems):
+        d = tfs.path(f"events/{s}")
+        if d.is_dir():
+            cap.formats[s] = [f.read_text(encoding="utf-8", errors="replace")
+                              for f in sorted(d.glob("*/format"))]
+    cap.kallsyms = Path("/proc/kallsyms").read_text() if tfs.kernel else tfs.read("kallsyms", "")
+    cap.printk_formats = tfs.read("printk_formats", "")
+    cap.cmdlines = tfs.read("saved_cmdlines", "")
+    clock = tfs.read("trace_clock", "[local]")
+    cap.clock = clock.split("[", 1)[1].split("]", 1)[0] if "[" in clock else "local"
+    cap.uname = os.uname().release if tfs.kernel else plan.release
+    cpus = sorted((p for p in tfs.path("per_cpu").glob("cpu*") if p.name[3:].isdigit()),
+                  key=lambda p: int(p.name[3:])) if tfs.exists("per_cpu") else []
+    cap.cpu_data = [_drain(p / "trace_pipe_raw", page_size) if (p / "trace_pipe_raw").exists() else b""
+                    for p in cpus]
+    return cap
+
+
+def write_capture(cap: RawCapture, out: Path) -> None:
+    """Write a trace.dat from a capture with the project's writer.
+
+    Raises:
+        CaptureError: the writer is not available in this installation.
+    """
+    try:
+        from ..parsers import writer  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise CaptureError("Cannot write trace.dat without trace-cmd: iovatrace.parsers.writer is not available "
+                           "in this installation (install trace-cmd)") from exc
+    fn = getattr(writer, "write_raw_capture", None)
+    if fn is None:
+        raise CaptureError("Cannot write trace.dat without trace-cmd: iovatrace.parsers.writer has no "
+                           "write_raw_capture() (install trace-cmd)")
+    fn(cap, out)
