@@ -272,6 +272,77 @@ LEAK_CHAINS = _report_schema("leak_chains", [
     ("next_steps", pa.list_(pa.string()), False, "what to do next"),
 ])
 
+# -- oops family: BUG/Oops/WARNING/KASAN/lockups/stalls/lockdep/panic (parsers/logs/oops.py, logs/tables.py)
+
+#: One row per crash report found in a kernel log.
+OOPS_REPORTS = _report_schema("oops_reports", [
+    ("report_id", pa.int32(), False, "index of the report in the log (joins the other oops_* tables)"),
+    ("kind", pa.string(), False, "family: null_deref, paging_fault, gpf, warning, kasan, soft_lockup, hard_lockup, "
+                                 "rcu_stall, hung_task, lockdep, kernel_bug, panic, ..."),
+    ("title", pa.string(), False, "syzkaller-style title ('BUG: unable to handle kernel NULL pointer dereference in f')"),
+    ("alt_titles", pa.list_(pa.string()), False, "alternative titles for deduplication ('bad-access in f', ...)"),
+    ("type", pa.string(), False, "syzkaller crash type (NULL-POINTER-DEREFERENCE, HANG, LOCKDEP, DoS, ...)"),
+    ("corrupted", pa.bool_(), False, "the report looks truncated or interleaved with other output"),
+    ("corrupted_reason", pa.string(), True, "why it looks corrupted (null when it does not)"),
+    ("header", pa.string(), False, "the line that started the report, transport prefixes stripped"),
+    ("kernel_release", pa.string(), True, "kernel release from the 'CPU: … Not tainted <release>' line"),
+    ("taint", pa.string(), True, "taint flags as letters ('' = not tainted)"),
+    ("hardware", pa.string(), True, "'Hardware name:' line"),
+    ("cpu", pa.int32(), True, "CPU that reported"),
+    ("pid", pa.int32(), True, "PID of the current task"),
+    ("comm", pa.string(), True, "comm of the current task"),
+    ("address", pa.uint64(), True, "faulting data address named by the report"),
+    ("rip_symbol", pa.string(), True, "function of the faulting PC (RIP:/pc :/NIP/PC is at)"),
+    ("rip_offset", pa.uint64(), True, "offset of the PC into rip_symbol"),
+    ("rip_size", pa.uint64(), True, "size of rip_symbol"),
+    ("rip_module", pa.string(), True, "module of rip_symbol (null = vmlinux)"),
+    ("first_line", pa.int32(), False, "1-based input line of the report's first line"),
+    ("last_line", pa.int32(), False, "1-based input line of the report's last line"),
+    ("context", pa.string(), False, "printk caller tag of the report (T123/C4), 'console' or ''"),
+])
+
+#: One row per stack frame of a crash report.
+OOPS_FRAMES = _report_schema("oops_frames", [
+    ("report_id", pa.int32(), False, "oops_reports.report_id"),
+    ("section", pa.string(), False, "stack it belongs to: 'Call Trace', 'IRQ', 'NMI', 'TASK', 'Allocated by', "
+                                    "'Freed by', lockdep '-> #1', ..."),
+    ("position", pa.int32(), False, "index of the frame within the report (print order)"),
+    ("symbol", pa.string(), False, "function name as printed"),
+    ("offset", pa.uint64(), True, "offset into the function (null for inline frames)"),
+    ("size", pa.uint64(), True, "size of the function"),
+    ("module", pa.string(), True, "module name (null = vmlinux)"),
+    ("address", pa.uint64(), True, "'[<addr>]' value when printed"),
+    ("reliable", pa.bool_(), False, "false for '?' (x86) and '(unreliable)' (powerpc) frames"),
+    ("line", pa.int32(), False, "1-based input line"),
+])
+
+#: One row per register value of a crash report's register dump(s).
+OOPS_REGISTERS = _report_schema("oops_registers", [
+    ("report_id", pa.int32(), False, "oops_reports.report_id"),
+    ("dump", pa.int32(), False, "0 = first register dump of the report, 1 = next (e.g. user-mode registers)"),
+    ("name", pa.string(), False, "register name as printed (RAX, x29, pc, GPR03, CR2)"),
+    ("value", pa.uint64(), False, "register value"),
+    ("line", pa.int32(), False, "1-based input line"),
+])
+
+#: One row per module of a crash report's 'Modules linked in:' list.
+OOPS_MODULES = _report_schema("oops_modules", [
+    ("report_id", pa.int32(), False, "oops_reports.report_id"),
+    ("position", pa.int32(), False, "index in the list"),
+    ("name", pa.string(), False, "module name"),
+    ("flags", pa.string(), False, "taint flags printed in parentheses ('OE', 'POE'; '' = none)"),
+    ("last_unloaded", pa.bool_(), False, "the '[last unloaded: x]' entry"),
+])
+
+#: One row per 'Code:' line of a crash report.
+OOPS_CODE = _report_schema("oops_code", [
+    ("report_id", pa.int32(), False, "oops_reports.report_id"),
+    ("line", pa.int32(), False, "1-based input line"),
+    ("data", pa.binary(), False, "instruction bytes in print order"),
+    ("fault_offset", pa.int32(), True, "offset in data of the faulting unit ('<..>' or '(..)')"),
+    ("unit", pa.int8(), False, "bytes per printed unit: 1 (x86), 2 (thumb), 4 (arm64, riscv, arm)"),
+])
+
 # ---------------------------------------------------------------------------------------------------------------
 # Replay findings and state tables (owned by replay/). Declared below this line.
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,10 +23,12 @@ _SYSLOG_RE = re.compile(
     r"\s+\S+\s+kernel(?:\[\d+\])?:\s?"
 )
 _KERNEL_RE = re.compile(r"^kernel(?:\[\d+\])?:\s?")
-_LEVEL_RE = re.compile(r"^<(\d{1,2})>")
+# i915 CI and some consoles print "<4> [18.297089] ...": the level, one space, then the timestamp.
+_LEVEL_RE = re.compile(r"^<(\d{1,2})>(?: (?=\[\s*\d+\.\d+\]))?")
 _TS_RE = re.compile(r"^\[\s*(\d+\.\d+)\]\s?")
 _CALLER_RE = re.compile(r"^\[\s*([TC])\s*(\d+)\]\s?")
 _QUOTE_RE = re.compile(r"^(?:> ?)+")
+_PREFIX_START = frozenset("<[kJFMASOND0123456789")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,9 @@ def strip_prefixes(raw: str) -> tuple[str, float | None, int | None, str | None]
     caller: str | None = None
     # The layers nest in a known order, but some routes repeat or reorder them; loop until nothing changes.
     for _ in range(6):
+        # Fast exit: every prefix starts with one of these characters (syslog: month name or ISO date).
+        if not s or s[0] not in _PREFIX_START:
+            break
         before = s
         m = _SYSLOG_RE.match(s) or _KERNEL_RE.match(s)
         if m:
