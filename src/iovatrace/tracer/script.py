@@ -30,7 +30,9 @@ _HEAD = r"""#!/bin/sh
 #   -t  also OUT.txt, the text of the same run        -F  trace.dat file version (trace-cmd default otherwise)
 #   -e  one more event system to enable (e.g. cpuhp)
 # Without trace-cmd, the events are read from tracefs as text (OUT.txt) and no trace.dat is written.
-T=${TRACEFS:-/sys/kernel/tracing}
+# environment: TRACEFS, KALLSYMS, SLABDIR, SLABINFO override the kernel's paths (tests run against copies)
+T=${TRACEFS:-/sys/kernel/tracing}; KALLSYMS=${KALLSYMS:-/proc/kallsyms}
+SLABDIR=${SLABDIR:-/sys/kernel/slab}; SLABINFO=${SLABINFO:-/proc/slabinfo}
 OUT=trace.dat; BUF=32768; DUR=; TEXT=0; FV=; EXTRA=
 while [ $# -gt 0 ]; do
   case $1 in
@@ -76,19 +78,19 @@ EV=
 for s in $SYSTEMS $EXTRA; do [ -d $T/events/$s ] && EV="$EV -e $s"; done
 for g in $GROUPS; do [ -d $T/events/$g ] && EV="$EV -e $g"; done
 # kmem events of IOVA magazines (own cache from 6.9): object size 1024 plus call sites inside iova.c's text
-if [ "$KMEM" = 1 ] && [ -e /sys/kernel/slab/iommu_iova_magazine ] && [ -d $T/events/kmem/kmem_cache_alloc ]; then
-  R=$(sort /proc/kallsyms | awk -v fns="$IOVAFN" 'BEGIN{n=split(fns,a," "); for(i=1;i<=n;i++) w[a[i]]=1}
+if [ "$KMEM" = 1 ] && [ -e $SLABDIR/iommu_iova_magazine ] && [ -d $T/events/kmem/kmem_cache_alloc ]; then
+  R=$(sort $KALLSYMS | awk -v fns="$IOVAFN" 'BEGIN{n=split(fns,a," "); for(i=1;i<=n;i++) w[a[i]]=1}
       {addr[NR]=$1} $2 ~ /^[tT]$/ && NF==3 && ($3 in w) { if (!lo) lo=NR; hi=NR }
       END{ if (!lo) exit 1; for (j=hi+1; j<=NR; j++) if (addr[j] != addr[hi]) { print "0x" addr[lo], "0x" addr[j]; exit 0 }
            exit 1 }')
   if [ -n "$R" ]; then
     LO=${R% *}; HI=${R#* }
     FA="bytes_req == 1024 && call_site >= $LO && call_site < $HI"
-    if grep -q '^iommu_iova_magazine ' /proc/slabinfo 2>/dev/null; then
+    if grep -q '^iommu_iova_magazine ' $SLABINFO 2>/dev/null; then
       FF="name == \"iommu_iova_magazine\" && call_site >= $LO && call_site < $HI"
     else FF="call_site >= $LO && call_site < $HI"; fi
     EV="$EV -e kmem:kmem_cache_alloc -f '$FA' -e kmem:kmem_cache_free -f '$FF'"
-  else say "kmem: iova.c text range not found in /proc/kallsyms: no magazine kmem events"; fi
+  else say "kmem: iova.c text range not found in $KALLSYMS: no magazine kmem events"; fi
 fi
 echo "$EV" > $STEM.events.txt
 cat $T/kprobe_events > $STEM.kprobe_events.txt
