@@ -18,11 +18,12 @@ no files, no printing; :mod:`.leaks_cli` renders.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..parsers.logs.dmadebug import DmaDebugReport, parse_dma_debug
-from ..parsers.logs.kmemleak import UnusableReportError, parse_kmemleak
+from ..parsers.logs.kmemleak import KmemleakObject, UnusableReportError, parse_kmemleak
 from .leaks_decode import IOVA_ANCHOR, DecodedObject, KernelFacts, decode, infer_kernel
 
 __all__ = ["Chain", "LeakDiagnosis", "build_chains", "cross_references", "judge", "diagnose", "FIX_TRANSIENT", "FIX_IOVA_INIT"]
@@ -94,7 +95,22 @@ class LeakDiagnosis:
     lines: dict[int, str]
 
 
-def _links(d: DecodedObject, by_addr: dict[int, DecodedObject], spans: list[tuple[int, int, int]]) -> list[int]:
+class _Spans:
+    """Reported objects by address range, for "which object does this word point into" in O(log n)."""
+
+    def __init__(self, objs: list[DecodedObject]) -> None:
+        self.objs = sorted(objs, key=lambda d: d.address)
+        self.starts = [d.address for d in self.objs]
+
+    def find(self, word: int) -> DecodedObject | None:
+        i = bisect.bisect_right(self.starts, word) - 1
+        if i < 0:
+            return None
+        d = self.objs[i]
+        return d if word < d.address + max(d.obj.size, 1) else None
+
+
+def _links(d: DecodedObject, by_addr: dict[int, DecodedObject], spans: _Spans) -> list[int]:
     """Addresses of reported objects ``d`` points at."""
     if d.kind == "iova_magazine":
         # Only the first word links magazines (the depot's next); pfns are small numbers, never pointers.
@@ -102,10 +118,10 @@ def _links(d: DecodedObject, by_addr: dict[int, DecodedObject], spans: list[tupl
         return [w0] if w0 is not None and d.first_word_role == "next" and w0 in by_addr else []
     out: list[int] = []
     for _, w in d.pointers:
-        for start, end, addr in spans:
-            # Chains join objects of one kind; a reference across kinds is reported, not followed (see judge).
-            if start <= w < end and addr != d.address and addr not in out and by_addr[addr].kind == d.kind:
-                out.append(addr)
+        t = spans.find(w)
+        # Chains join objects of one kind; a reference across kinds is reported, not followed (see judge).
+        if t is not None and t.address != d.address and t.address not in out and t.kind == d.kind:
+            out.append(t.address)
     return out
 
 
@@ -116,13 +132,13 @@ def cross_references(objs: list[DecodedObject]) -> list[tuple[int, int, int]]:
         ``(from address, word index, to address)`` for every pointer word of one object that points into a
         reported object of another kind.
     """
-    spans = sorted((d.address, d.address + max(d.obj.size, 1), d) for d in objs)
+    spans = _Spans(objs)
     out = []
     for d in objs:
         for i, w in d.pointers:
-            for start, end, t in spans:
-                if start <= w < end and t.kind != d.kind:
-                    out.append((d.address, i, t.address))
+            t = spans.find(w)
+            if t is not None and t.kind != d.kind:
+                out.append((d.address, i, t.address))
     return out
 
 
@@ -136,7 +152,7 @@ def build_chains(objs: list[DecodedObject]) -> list[Chain]:
         Chains ordered by their first member's position in the report; every object is in exactly one.
     """
     by_addr = {d.address: d for d in objs}
-    spans = sorted((d.address, d.address + max(d.obj.size, 1), d.address) for d in objs)
+    spans = _Spans(objs)
     succ = {d.address: _links(d, by_addr, spans) for d in objs}
     pred: dict[int, list[int]] = {d.address: [] for d in objs}
     for a, outs in succ.items():
@@ -402,6 +418,30 @@ def _judge_iova(m: DecodedObject, chain: Chain, k: KernelFacts) -> None:
                          f"path above {m.caller})", "correlate with a trace: iovatrace leaks REPORT --trace TRACE"]
 
 
+def _dedupe(objects: list[KmemleakObject]) -> tuple[list[KmemleakObject], list[str]]:
+    """One record per address: repeated reads of the debugfs file print the same object again."""
+    index: dict[int, int] = {}
+    out: list[KmemleakObject] = []
+    same = reused = 0
+    for o in objects:
+        i = index.get(o.address)
+        if i is None:
+            index[o.address] = len(out)
+            out.append(o)
+        elif out[i].jiffies == o.jiffies:
+            same += 1
+        else:  # the address was freed and reallocated between reports: the later record is the current object
+            reused += 1
+            out[i] = o
+    notes = []
+    if same:
+        notes.append(f"{same} repeated record(s) of the same object (same address and jiffies) merged")
+    if reused:
+        notes.append(f"{reused} address(es) reported for two different allocations (jiffies differ): the later "
+                     "record was used")
+    return out, notes
+
+
 def diagnose(data: str | bytes, *, path: str | None = None, kernel: str | None = None) -> LeakDiagnosis:
     """Parse a report and diagnose every kmemleak object and dma-debug warning in it.
 
@@ -425,11 +465,12 @@ def diagnose(data: str | bytes, *, path: str | None = None, kernel: str | None =
         facts = infer_kernel(report.objects, kernel)
     except ValueError as exc:
         raise UnusableReportError(str(exc), path=path) from None
-    objs = [decode(i, o, facts) for i, o in enumerate(report.objects)]
+    unique, dup_notes = _dedupe(report.objects)
+    objs = [decode(i, o, facts) for i, o in enumerate(unique)]
     chains = build_chains(objs)
     for c in chains:
         judge(c, facts)
-    notes: list[str] = []
+    notes: list[str] = list(dup_notes)
     for src, word, dst in cross_references(objs):
         notes.append(f"0x{src:x} (word {word}) points into reported object 0x{dst:x}: it is referenced from a "
                      "reported object of another kind, so it leaks (or not) with 0x" + f"{src:x}")
