@@ -276,3 +276,26 @@ def test_bad_kernel_and_missing_file(tmp_path: Path, shared_data: Path) -> None:
     assert code == 2 and "Cannot read a kernel version" in out
     code, out = _leaks(str(tmp_path / "nope.txt"))
     assert code == 2 and "Cannot read log" in out
+
+
+def test_repeated_records_are_merged() -> None:
+    objs = [mag(A, B, PF), mag(B, 0, PF)]
+    d = diagnose(report(objs, "<=6.7") + report(objs, "<=6.7"), path="twice")
+    (ch,) = d.chains
+    assert ch.addresses == [A, B] and any("2 repeated record(s)" in n for n in d.notes)
+
+
+def test_large_report_is_fast() -> None:
+    import time
+
+    addrs = [0xFFFF888300000000 + 0x400 * i for i in range(3000)]
+    objs = [mag(a, addrs[i + 1] if i + 1 < len(addrs) else 0, PF) for i, a in enumerate(addrs)]
+    objs += [other(0xFFFF888400000000 + 0x80 * i) for i in range(2000)]
+    text = report(objs[::-1], "<=6.7")
+    t0 = time.perf_counter()
+    d = diagnose(text, path="big")
+    elapsed = time.perf_counter() - t0
+    (long,) = [c for c in d.chains if len(c.members) > 1]
+    assert long.addresses == addrs and long.verdict == "transient_false_positive"
+    assert len(d.chains) == 1 + 2000
+    assert elapsed < 10, elapsed
