@@ -496,6 +496,35 @@ class RcacheDomain(IovaDomain):
         """depot_size of each bin (empty list without rcaches)."""
         return [len(rc.depot) for rc in self.rcaches] if self.rcaches is not None else []
 
+    def uncache(self, pfn: int, cpu: int) -> bool:
+        """Take pfn out of whichever magazine holds it (re-synchronisation after a divergence).
+
+        Looks in ``cpu``'s magazines of pfn's bin first, then every other CPU's. The node stays allocated.
+
+        Returns:
+            Whether pfn was found.
+        """
+        if pfn not in self.cached_pfns or self.rcaches is None:
+            return False
+        hi = self._hi.get(pfn)
+        bins = [order_base_2(hi - pfn + 1)] if hi is not None else []
+        bins += [b for b in range(len(self.rcaches)) if b not in bins]
+        for b in bins:
+            if b >= len(self.rcaches):
+                continue
+            rc = self.rcaches[b]
+            order = [rc.cpu_rcaches[cpu]] if cpu < len(rc.cpu_rcaches) else []
+            mags = [m for c in order for m in (c.loaded, c.prev)]
+            # Depot magazines are left alone: they must stay full, and a pfn there cannot be handed out
+            # without the whole magazine being popped first.
+            mags += [m for c in rc.cpu_rcaches for m in (c.loaded, c.prev)]
+            for mag in mags:
+                if pfn in mag.pfns:
+                    mag.pfns.remove(pfn)
+                    self.cached_pfns.discard(pfn)
+                    return True
+        return False
+
     def is_cached(self, pfn: int) -> bool:
         """Whether pfn sits in one of this domain's magazines."""
         return pfn in self.cached_pfns

@@ -1,0 +1,207 @@
+"""The ``replay`` command: open a trace, choose the profile, run the driver, render the summary.
+
+This is the one module of ``replay/`` that does IO: it reads the trace through :func:`iovatrace.parsers.open_trace`
+(filtering to the events the replay uses *in Arrow*, before any per-event Python), the recorder's
+``kprobe_profile.txt`` next to the trace when present (kprobe hits and misses), and an optional probe mapping
+file; it then hands ``Iterable[Event]`` to the sans-IO :class:`~.driver.ReplayDriver` and renders its
+:class:`~.driver.ReplayResult` as text or JSON, and as Parquet tables (through :mod:`iovatrace.schema`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from ..errors import InputError, IovatraceError
+from .adapter import EventMap, parse_mapping
+from .driver import ReplayDriver, ReplayResult
+from .profiles import detect_profile, profile_for
+from .summary import render_text, result_to_dict
+
+__all__ = ["replay_trace", "run_replay", "read_kprobe_profile", "parse_time"]
+
+
+class _UsageError(IovatraceError):
+    """A bad option value."""
+
+    exit_code = 2
+
+
+def read_kprobe_profile(path: str) -> dict[str, tuple[int, int]]:
+    """Parse a kprobe_profile file (``name hits misses`` per line).
+
+    Raises:
+        InputError: a line that is not ``name int int``.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+                raise InputError("Cannot parse kprobe_profile line: expected 'name hits misses'", path=path,
+                                 line=lineno, excerpt=line.strip())
+            out[parts[0]] = (int(parts[1]), int(parts[2]))
+    return out
+
+
+def parse_time(text: str) -> int:
+    """``--at`` value → ns: seconds (``12.5``) or nanoseconds with an ``ns`` suffix.
+
+    Raises:
+        _UsageError: not a number.
+    """
+    t = text.strip()
+    try:
+        if t.endswith("ns"):
+            return int(t[:-2])
+        return int(round(float(t.rstrip("s")) * 1e9))
+    except ValueError:
+        raise _UsageError(f"Cannot parse --at {text!r}: expected seconds (12.5) or nanoseconds (12500000000ns)") from None
+
+
+def replay_trace(trace: str, *, kernel: str | None = None, bug_modes: tuple[str, ...] | list[str] = (),
+                 mapping: str | None = None, at_ns: int | None = None, check_every: int = 0,
+                 timeline_ns: int = 0, progress: bool = False, extensions: bool = True) -> ReplayResult:
+    """Replay one trace file.
+
+    Args:
+        trace: trace.dat or ftrace text.
+        kernel: profile name or release; default: detected from the trace.
+        bug_modes: seed bug modes.
+        mapping: probe mapping file.
+        at_ns: snapshot time.
+        check_every: run the validators every N events.
+        timeline_ns: state sampling period (0: none).
+        progress: show a tqdm bar on stderr.
+        extensions: also run the dma-iommu/devices models when they are installed.
+
+    Returns:
+        The replay result.
+
+    Raises:
+        TraceFormatError: unreadable trace. InputError: bad mapping or kprobe_profile.
+    """
+    from ..parsers import open_trace
+    from ..schema import iter_events
+
+    tr = open_trace(trace)
+    meta = tr.meta
+    # Events the trace actually holds (a format without records, e.g. kmem at boot, must not enable its checks).
+    try:
+        available = {k for k, n in tr.event_counts().items() if n}
+    except Exception:  # a reader without counts: fall back to the formats
+        available = set(tr.formats)
+    if kernel:
+        try:
+            profile, how = profile_for(kernel), f"--kernel {kernel}"
+        except ValueError as exc:
+            raise _UsageError(str(exc)) from None
+    else:
+        release = getattr(meta, "kernel_release", None) or getattr(meta, "uname", None)
+        profile, how = detect_profile(release, available)
+    emap = EventMap()
+    if mapping:
+        with open(mapping, encoding="utf-8") as fh:
+            emap = EventMap(parse_mapping(fh.read(), source=mapping))
+    misses: dict[str, tuple[int, int]] = {}
+    prof_path = os.path.join(os.path.dirname(os.path.abspath(trace)), "kprobe_profile.txt")
+    if os.path.exists(prof_path):
+        misses = read_kprobe_profile(prof_path)
+    ncpus = int(getattr(meta, "cpus", 0) or 1)
+    exts = _extensions(profile, bug_modes, ncpus) if extensions else []
+    drv = ReplayDriver(profile, ncpus, event_map=emap, bug_modes=bug_modes, available=available,
+                       probe_misses=misses, check_every=check_every, at_ns=at_ns, timeline_ns=timeline_ns,
+                       extensions=exts)
+    wanted = sorted(drv.wanted_events() & available)
+    tables = tr.read_tables(wanted)
+    tables = _prefilter(tables)
+    total = sum(t.num_rows for t in tables.values())
+    events = iter_events(tables)
+    bar = None
+    cb = None
+    if progress and total > 200_000:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="ev", file=sys.stderr, desc="replay", leave=False)
+
+        def cb(n: int) -> None:
+            bar.update(n - bar.n)
+
+    try:
+        res = drv.run(events, progress=cb)
+    finally:
+        if bar is not None:
+            bar.close()
+    res.profile_how = how
+    res.extras["trace"] = os.path.basename(trace)
+    res.extras["kernel_release"] = getattr(meta, "kernel_release", None)
+    return res
+
+
+def _prefilter(tables: dict[str, Any]) -> dict[str, Any]:
+    """Drop rows the replay ignores, in Arrow (kmem frees of other caches)."""
+    import pyarrow.compute as pc
+
+    key = "kmem:kmem_cache_free"
+    t = tables.get(key)
+    if t is not None and "name" in t.column_names:
+        tables[key] = t.filter(pc.equal(t.column("name"), "iommu_iova_magazine"))
+    return tables
+
+
+def _extensions(profile: Any, bug_modes: Any, ncpus: int) -> list[Any]:
+    """H6's dma-iommu / device models, when their adapter exists (optional)."""
+    try:
+        from .extensions import make_extensions  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    return list(make_extensions(profile, bug_modes, ncpus))
+
+
+def run_replay(trace: str, kernel: str | None = None, at: str | None = None, bug_modes: tuple[str, ...] = (),
+               out_dir: str | None = None, report_dir: str | None = None, as_json: bool = False,
+               mapping: str | None = None, fail_on_findings: bool = False, **_: Any) -> None:
+    """The ``replay`` CLI command: replay TRACE and print the summary (text or ``--json``).
+
+    Raises:
+        IovatraceError: unreadable input or bad options (the CLI prints one line).
+    """
+    import click
+
+    modes = tuple(m.strip().lower() for m in bug_modes)
+    for m in modes:
+        if m not in {"a", "b", "c", "d", "e"}:
+            raise _UsageError(f"Unknown --bug-mode {m!r}: expected one of a, b, c, d, e")
+    at_ns = parse_time(at) if at else None
+    res = replay_trace(trace, kernel=kernel, bug_modes=modes, mapping=mapping, at_ns=at_ns,
+                       timeline_ns=10_000_000 if out_dir else 0, progress=not as_json)
+    notes: list[str] = []
+    if out_dir:
+        from ..schema import write_replay_tables
+
+        os.makedirs(out_dir, exist_ok=True)
+        written = write_replay_tables(res, out_dir)
+        notes.append("wrote " + ", ".join(os.path.basename(w) for w in written))
+    if report_dir:
+        try:
+            from ..analysis.report import write_report  # type: ignore[attr-defined]
+        except ImportError:
+            notes.append("--report: the analysis/report module is not installed in this build; "
+                         "use -o DIR for the Parquet tables")
+        else:
+            write_report(res, report_dir)
+            notes.append(f"report written to {report_dir}")
+    if as_json:
+        d = result_to_dict(res)
+        d["notes"] = notes
+        click.echo(json.dumps(d, default=str))
+    else:
+        click.echo(render_text(res))
+        for n in notes:
+            click.echo(n)
+    if fail_on_findings and any(f.severity.value == "error" for f in res.findings):
+        sys.exit(3)

@@ -1,0 +1,937 @@
+"""The replay driver: a sans-IO stepping loop that feeds trace events to the IOVA model and checks it.
+
+Theory of operation
+-------------------
+Events arrive merged by ``(ts_ns, cpu, seq)`` (:func:`iovatrace.schema.iter_events`). One dict lookup maps an
+event to a bound handler and the trace's field names for its operation (:class:`~.adapter.EventMap`); nothing
+else happens for events the replay does not use. Model time is ``ts_ns``; deadlines (the ≥6.7 depot work when the
+trace does not probe it, the ``--at`` snapshot) fire before the first event at or after them.
+
+Entry/return pairing: ``alloc_iova_fast`` is *predicted* at its entry (without changing the model) and
+*committed* at its return on the same CPU, where the trace reveals the kernel's pfn. Between the two, nested
+``alloc_iova`` (an rcache miss), ``free_cpu_cached_iovas`` (the flush-and-retry) and ``iova_magazine_free_pfns``
+events are checks, not operations. ``free_iova_fast`` is applied at its entry; when the model says it falls back to
+``free_iova``, the next ``free_iova`` on that CPU is its nested call and is consumed.
+
+Partial traces: a domain first seen mid-life is *learned* (:class:`~.state.DomainState`): a free of a pfn it does
+not know is prior state (the node is added, then freed), its predictions are counted apart, and it never yields an
+error finding. Gaps (lost kprobe hits): a return with no entry, an entry whose return never came, a pfn handed out
+while the model still holds it, a kprobe_profile reporting misses; each taints the domains it can touch, so their
+next predictions and findings are uncertain and name the gap. A mismatch re-synchronises the model with the
+kernel's answer (:meth:`ReplayDriver._resync_alloc`).
+
+H6's models (dma-iommu cookies, devices, VT-d QI) plug in through :attr:`ReplayDriver.extensions`: objects with
+``events()`` (names they need), ``step(event)`` and ``finish()`` returning findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+from ..event import Event
+from .adapter import EventMap
+from .fidelity import Fidelity
+from .findings import Certainty, Finding, Severity
+from .iova import order_base_2
+from .profiles import KernelProfile
+from .rcache import ALLOC_FAIL, FROM_FLUSH, FROM_TREE, HIT_DEPOT, HIT_LOADED, HIT_PREV, RcacheDomain
+from .state import UNCACHED_BIN, DomainState
+from .validate import validate_domain
+
+__all__ = ["ReplayDriver", "ReplayResult", "Extension", "TAINT_PREDICTIONS", "FLUSH_STORM"]
+
+#: Predictions reported uncertain after a gap in a domain: two magazine turnovers of every CPU of one bin.
+TAINT_PREDICTIONS = 2 * 128 * 2
+#: An rcache flush storm: this many flush-and-retry events within one second in one domain.
+FLUSH_STORM = (10, 1_000_000_000)
+_SOURCES = {HIT_LOADED: "loaded", HIT_PREV: "prev", HIT_DEPOT: "depot", FROM_TREE: "tree", FROM_FLUSH: "flush",
+            ALLOC_FAIL: "fail"}
+
+
+class Extension(Protocol):
+    """A model that rides along with the IOVA replay (H6's dma-iommu/devices/QI models)."""
+
+    def events(self) -> Iterable[str]:
+        """Event names it consumes."""
+
+    def step(self, event: Event) -> None:
+        """Apply one event."""
+
+    def finish(self) -> list[Finding]:
+        """Findings at the end."""
+
+
+class ReplayResult:
+    """Everything a replay produced.
+
+    Attributes:
+        profile: the kernel profile used; profile_how says how it was chosen.
+        domains: every domain seen (live and destroyed), in creation order.
+        findings: the findings, by time.
+        fidelity: prediction counters and checks.
+        events: events handled; first_ns / last_ns the time span.
+        gaps: detected gaps (descriptions with times), the first 50; gap_count all of them.
+        probe_misses: kprobe misses reported by the recorder (kprobe_profile), if given.
+        snapshot: state at ``--at``, if asked.
+        timeline: state samples ``(ts_ns, iovad, live, cached, depot, allocs, frees)``.
+        extras: summaries from extensions.
+    """
+
+    def __init__(self) -> None:
+        self.profile: KernelProfile | None = None
+        self.profile_how = ""
+        self.domains: list[DomainState] = []
+        self.findings: list[Finding] = []
+        self.fidelity = Fidelity()
+        self.events = 0
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+        self.gaps: list[str] = []
+        self.gap_count = 0
+        self.probe_misses: dict[str, tuple[int, int]] = {}
+        self.snapshot: dict[str, Any] | None = None
+        self.timeline: list[tuple[int, int, int, int, int, int, int]] = []
+        self.extras: dict[str, Any] = {}
+        self.online_cpus: list[int] = []
+
+
+class _Pending:
+    """An alloc_iova_fast between entry and return on one CPU (reused, no per-event allocation)."""
+
+    __slots__ = ("st", "size", "limit", "flush", "pred", "src", "key", "nested_alloc", "nested_flush",
+                 "nested_pfn", "fp_seen", "changed")
+
+    def __init__(self) -> None:
+        self.st: DomainState | None = None
+
+
+class ReplayDriver:
+    """Replays events against the model.
+
+    Args:
+        profile: kernel profile.
+        ncpus: possible CPUs (from the trace's metadata).
+        event_map: probe naming (default: the lab's).
+        bug_modes: seed bug modes to enable (``"a"``, ``"b"``; others are passed to extensions).
+        available: event names the trace holds (decides which checks and fallbacks apply); ``None`` = all.
+        probe_misses: ``probe name → (hits, misses)`` from kprobe_profile, if known.
+        check_every: run the validators every N handled events (0: never; tests use 1).
+        at_ns: take a state snapshot at this trace time.
+        timeline_ns: sample per-domain state at most this often (0: no timeline).
+        extensions: extra models stepped with the same events.
+    """
+
+    def __init__(self, profile: KernelProfile, ncpus: int = 1, *, event_map: EventMap | None = None,
+                 bug_modes: Iterable[str] = (), available: Iterable[str] | None = None,
+                 probe_misses: Mapping[str, tuple[int, int]] | None = None, check_every: int = 0,
+                 at_ns: int | None = None, timeline_ns: int = 0,
+                 extensions: Iterable[Extension] = ()) -> None:
+        self.profile = profile
+        self.ncpus = max(1, ncpus)
+        self.map = event_map or EventMap()
+        self.bug_modes = frozenset(bug_modes)
+        self.online: set[int] = set(range(self.ncpus))
+        self.domains: dict[int, DomainState] = {}
+        self.all_domains: list[DomainState] = []
+        self.result = ReplayResult()
+        self.result.profile = profile
+        self.result.probe_misses = dict(probe_misses or {})
+        self.fid = self.result.fidelity
+        self.findings = self.result.findings
+        self.check_every = check_every
+        self.at_ns = at_ns
+        self.timeline_ns = timeline_ns
+        self._last_sample: dict[int, int] = {}
+        self.extensions = list(extensions)
+        names = set(available) if available is not None else None
+
+        def has(op: str) -> bool:
+            return names is None or self.map.event_of(op) in names
+
+        self.has_alloc_iova = has("alloc_iova_ret")
+        self.has_free_cpu_cached = has("free_cpu_cached_iovas")
+        self.has_depot_work = has("iova_depot_work_func") and profile.list_depot
+        self.has_kmem = has("kmem_cache_alloc") and profile.mag_cache == "iommu_iova_magazine"
+        self.has_cpuhp = has("cpuhp_enter")
+        missed = {k: v for k, v in self.result.probe_misses.items() if v[1] > 0}
+        self._misses_gap = (", ".join(f"{k} missed {v[1]} of {v[0] + v[1]}" for k, v in sorted(missed.items()))
+                            if missed else None)
+        cpus = self.ncpus
+        self._pending = [_Pending() for _ in range(cpus)]
+        self._direct = [None] * cpus  # direct alloc_iova calls: (st, size, limit, aligned)
+        self._expect_free: list[tuple[DomainState, int] | None] = [None] * cpus
+        self._cur: list[DomainState | None] = [None] * cpus
+        self._devname: list[str | None] = [None] * cpus
+        self._next_deadline = at_ns if at_ns is not None else 1 << 64
+        self._n = 0
+        self._dispatch: dict[str, tuple[Callable[[Event, tuple[str, ...]], None], tuple[str, ...]]] = {}
+        for op, spec in self.map.by_op.items():
+            # "__free_iova" -> _on_free_iova_ (kept apart from free_iova's handler)
+            h = getattr(self, "_on_" + (op[2:] + "_" if op.startswith("__") else op), None)
+            if h is not None:
+                self._dispatch[spec.event] = (h, spec.fields)
+
+    # ------------------------------------------------------------------------------------------------ API
+
+    def wanted_events(self) -> set[str]:
+        """Every event name the replay (and its extensions) consumes: filter the trace on these first."""
+        names = set(self._dispatch)
+        for ext in self.extensions:
+            names.update(ext.events())
+        return names
+
+    def run(self, events: Iterable[Event], progress: Callable[[int], None] | None = None) -> ReplayResult:
+        """Replay an event stream to the end.
+
+        Args:
+            events: merged events.
+            progress: called with the number of events handled every 65536 events.
+
+        Returns:
+            The result (also :attr:`result`).
+        """
+        dispatch = self._dispatch
+        exts = self.extensions
+        n = 0
+        first = None
+        ts = 0
+        for ev in events:
+            n += 1
+            ts = ev.ts_ns
+            if first is None:
+                first = ts
+            if ts >= self._next_deadline:
+                self._deadline(ts)
+            h = dispatch.get(ev.name)
+            if h is not None:
+                cpu = ev.cpu
+                if cpu >= len(self._pending):
+                    self._grow(cpu)
+                h[0](ev, h[1])
+                if self.check_every:
+                    self._n += 1
+                    if self._n % self.check_every == 0:
+                        self.validate()
+            for ext in exts:
+                ext.step(ev)
+            if progress is not None and not n & 0xFFFF:
+                progress(n)
+        self.result.events = n
+        self.result.first_ns = first
+        self.result.last_ns = ts if n else None
+        return self.finish()
+
+    def step(self, ev: Event) -> None:
+        """Apply one event (for callers that drive the loop themselves)."""
+        if ev.ts_ns >= self._next_deadline:
+            self._deadline(ev.ts_ns)
+        h = self._dispatch.get(ev.name)
+        if h is not None:
+            if ev.cpu >= len(self._pending):
+                self._grow(ev.cpu)
+            h[0](ev, h[1])
+        for ext in self.extensions:
+            ext.step(ev)
+        self.result.events += 1
+
+    def validate(self) -> None:
+        """Run every validator on every live domain (raises ModelError)."""
+        for st in self.domains.values():
+            validate_domain(st.dom)
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+
+    def _grow(self, cpu: int) -> None:
+        while len(self._pending) <= cpu:
+            self._pending.append(_Pending())
+            self._direct.append(None)
+            self._expect_free.append(None)
+            self._cur.append(None)
+            self._devname.append(None)
+        if cpu >= self.ncpus:
+            self.online.update(range(self.ncpus, cpu + 1))
+            self.ncpus = cpu + 1
+
+    def _deadline(self, ts: int) -> None:
+        if self.at_ns is not None and ts >= self.at_ns and self.result.snapshot is None:
+            self.result.snapshot = self.snapshot(self.at_ns)
+        nxt = 1 << 64
+        if not self.has_depot_work and self.profile.list_depot:
+            # The trace does not probe iova_depot_work_func: run the work at its deadline ourselves.
+            for st in list(self.domains.values()):
+                due = st.dom.next_work_due()
+                while due is not None and due <= ts:
+                    for b, rc in enumerate(st.dom.rcaches or ()):
+                        if rc.work_due is not None and rc.work_due <= ts:
+                            st.dom.now = rc.work_due
+                            st.dom.iova_depot_work_func(b, 0)
+                            self._drain(st, rc.work_due, 0)
+                    due = st.dom.next_work_due()
+                if due is not None:
+                    nxt = min(nxt, due)
+        if self.at_ns is not None and self.result.snapshot is None:
+            nxt = min(nxt, self.at_ns)
+        self._next_deadline = nxt
+
+    def _arm(self, due: int) -> None:
+        if due < self._next_deadline:
+            self._next_deadline = due
+
+    def _new_domain(self, iovad: int, ts: int, observed: bool, granule: int = 4096, start_pfn: int = 1,
+                    with_rcaches: bool = True) -> DomainState:
+        dom = RcacheDomain(self.profile, self.ncpus, granule, start_pfn, iovad=iovad, online=self.online,
+                           with_rcaches=False, bug_modes=self.bug_modes)
+        st = DomainState(dom, iovad, observed, ts if observed else None)
+        if with_rcaches:
+            dom.iova_domain_init_rcaches()
+            st.ops.clear()  # magazines allocated before the trace: not traced
+        old = self.domains.get(iovad)
+        if old is not None:
+            old.destroyed_ns = ts
+        self.domains[iovad] = st
+        self.all_domains.append(st)
+        return st
+
+    def _dom(self, iovad: int, ts: int) -> DomainState:
+        st = self.domains.get(iovad)
+        if st is None:
+            st = self._new_domain(iovad, ts, observed=False)
+        return st
+
+    def _key(self, ev: Event) -> tuple[int, int, int]:
+        return ev.ts_ns, ev.cpu, ev.seq
+
+    def _gap(self, ts: int, text: str, domains: Iterable[DomainState] = ()) -> None:
+        self.result.gap_count += 1
+        if len(self.result.gaps) < 50:
+            self.result.gaps.append(f"{ts / 1e9:.6f}: {text}")
+        for st in domains:
+            st.taint(text, TAINT_PREDICTIONS)
+
+    def _certainty(self, st: DomainState) -> tuple[Certainty, str | None]:
+        gap = st.findings_gap if st.observed else (st.gap or "domain created before the trace began")
+        if gap is None and self._misses_gap is not None:
+            gap = f"kprobe misses: {self._misses_gap}"
+        return (Certainty.EXACT, None) if gap is None else (Certainty.UNCERTAIN, gap)
+
+    def _drain(self, st: DomainState, ts: int, cpu: int) -> None:
+        ops = st.ops
+        for op in ops:
+            kind = op[0]
+            if kind == "mag_alloc":
+                if self.has_kmem and st.observed:
+                    st.kmem_model.append(("A", op[2]))
+            elif kind == "mag_free":
+                if self.has_kmem and st.observed:
+                    st.kmem_model.append(("F", op[2]))
+            elif kind == "free_pfns":
+                if st.observed:
+                    st.fp_model.append(op[3])
+            elif kind == "depot_push":
+                b = op[1]
+                if op[3] > st.max_depot[b]:
+                    st.max_depot[b] = op[3]
+            elif kind == "depot_pop":
+                if op[3] > 0 and self.profile.list_depot:
+                    st.depot_pops_with_successors.append((ts, op[1], op[3], op[2].serial))
+            elif kind == "work_sched":
+                if not self.has_depot_work:
+                    self._arm(op[2])
+            elif kind == "empty_depot_pop":
+                self._seed_b(st, ts, cpu, op[1], op[2])
+        ops.clear()
+
+    def _touch(self, st: DomainState) -> None:
+        # st changed: allocations pending on any CPU in st must re-predict at their return.
+        for p in self._pending:
+            if p.st is st:
+                p.changed = True
+
+    def _sample(self, st: DomainState, ts: int) -> None:
+        last = self._last_sample.get(st.iovad, -self.timeline_ns)
+        if ts - last >= self.timeline_ns:
+            self._last_sample[st.iovad] = ts
+            dom = st.dom
+            self.result.timeline.append((ts, st.iovad, st.live_iovas(), len(dom.cached_pfns),
+                                         sum(dom.depot_sizes()), st.allocs, st.frees))
+
+    # ------------------------------------------------------------------------------------------------ domains
+
+    def _on_init_iova_domain(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        granule = f[k[1]] or 4096
+        st = self._new_domain(f[k[0]], ev.ts_ns, observed=True, granule=granule, start_pfn=f[k[2]],
+                              with_rcaches=False)
+        self._cur[ev.cpu] = st
+
+    def _on_iova_domain_init_rcaches(self, ev: Event, k: tuple[str, ...]) -> None:
+        st = self._dom(ev.fields[k[0]], ev.ts_ns)
+        self._cur[ev.cpu] = st
+        if st.dom.rcaches is None:
+            st.dom.now = ev.ts_ns
+            st.dom.iova_domain_init_rcaches(ev.cpu)
+            self._drain(st, ev.ts_ns, ev.cpu)
+
+    def _on_reserve_iova(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        st = self._dom(f[k[0]], ev.ts_ns)
+        self._cur[ev.cpu] = st
+        st.dom.reserve_iova(f[k[1]], f[k[2]])
+
+    def _on_put_iova_domain(self, ev: Event, k: tuple[str, ...]) -> None:
+        iovad = ev.fields[k[0]]
+        st = self.domains.get(iovad)
+        if st is None:
+            return
+        self._cur[ev.cpu] = st
+        st.dom.now = ev.ts_ns
+        alive = st.dom.put_iova_domain(ev.cpu)
+        st.alive_at_put = len(alive)
+        self._drain(st, ev.ts_ns, ev.cpu)
+        st.destroyed_ns = ev.ts_ns
+        del self.domains[iovad]
+
+    def _on_free_iova_rcaches(self, ev: Event, k: tuple[str, ...]) -> None:
+        st = self.domains.get(ev.fields[k[0]])
+        if st is not None:
+            self._cur[ev.cpu] = st
+
+    # ------------------------------------------------------------------------------------------------ alloc
+
+    def _on_alloc_iova_fast(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        cpu = ev.cpu
+        ts = ev.ts_ns
+        st = self._dom(f[k[0]], ts)
+        self._cur[cpu] = st
+        self._expect_free[cpu] = None
+        dn = self._devname[cpu]
+        if dn is not None:
+            st.devices.add(dn)
+            self._devname[cpu] = None
+        p = self._pending[cpu]
+        if p.st is not None:
+            self._gap(ts, f"alloc_iova_fast on cpu{cpu} without the return of the previous one (lost kretprobe)",
+                      (p.st,))
+        size = f[k[1]]
+        limit = f[k[2]]
+        dom = st.dom
+        if cpu >= dom.ncpus:
+            dom.ensure_cpu(cpu)
+        pred, src = dom.predict_alloc_iova_fast(cpu, size, limit)
+        p.st = st
+        p.size = size
+        p.limit = limit
+        p.flush = f[k[3]]
+        p.pred = pred
+        p.src = src
+        p.key = (ts, cpu, ev.seq)
+        p.nested_alloc = False
+        p.nested_flush = False
+        p.nested_pfn = None
+        p.fp_seen = 0
+        p.changed = False
+
+    def _on_alloc_iova_fast_ret(self, ev: Event, k: tuple[str, ...]) -> None:
+        cpu = ev.cpu
+        ts = ev.ts_ns
+        p = self._pending[cpu]
+        st = p.st
+        if st is None:
+            self._gap(ts, f"alloc_iova_fast return on cpu{cpu} without its entry (lost kprobe)")
+            return
+        p.st = None
+        actual = ev.fields[k[0]]
+        dom = st.dom
+        dom.now = ts
+        size = p.size
+        rsize = (1 << (size - 1).bit_length() if size > 1 else 1) if size < 32 else size
+        bin_ = order_base_2(rsize)
+        if bin_ > UNCACHED_BIN:
+            bin_ = UNCACHED_BIN
+        pred = p.pred
+        src = p.src
+        st.allocs += 1
+        if p.changed:
+            # Events applied to this domain inside the entry→return window (an interrupt's frees on this CPU,
+            # another CPU): the kernel's choice came either before or after them. Predict with everything seen;
+            # if the kernel matched the entry-time answer instead, its get ran first: re-synchronise to it.
+            pred2, src2 = dom.predict_alloc_iova_fast(cpu, size, p.limit)
+            if pred2 != pred and actual == pred and src != FROM_FLUSH:
+                self._resync_alloc(st, cpu, rsize, actual)
+                pred2 = actual
+                src = -src
+            else:
+                pred, src = pred2, src2
+        if src < 0:
+            src = -src
+            matched = True
+        elif src == FROM_FLUSH:
+            # Needs the flush-and-retry (or fails): run it for real, then compare.
+            res = dom.alloc_iova_fast(cpu, size, p.limit, bool(p.flush))
+            src = dom.last_source if res else ALLOC_FAIL
+            matched = res == actual
+            if src == FROM_FLUSH:
+                st.rcache_flushes += 1
+                self._flush_storm(st, ts, p.key)
+            if not matched:
+                self._resync_alloc(st, cpu, rsize, actual)
+        elif pred == actual:
+            res = dom.alloc_iova_fast(cpu, size, p.limit, bool(p.flush))
+            matched = True
+            if res != actual:  # predict and commit must agree: a model bug
+                from ..errors import ModelError
+
+                raise ModelError(f"iovad {st.name}: predicted {pred:#x} but committed {res:#x} at {ts}")
+        else:
+            matched = False
+            self._check_overlap(st, ev, actual, rsize)
+            self._resync_alloc(st, cpu, rsize, actual)
+        self._touch(st)
+        if st.ops:
+            self._drain(st, ts, cpu)
+        # rcache statistics: the trace's own nested alloc_iova decides hit/miss when probed.
+        if actual:
+            miss = p.nested_alloc if self.has_alloc_iova else src in (FROM_TREE, FROM_FLUSH)
+            if miss:
+                st.misses[bin_] += 1
+            else:
+                st.hits[bin_] += 1
+        else:
+            st.failures += 1
+            if p.limit < dom.dma_32bit_pfn:
+                st.fail32 += 1
+            if p.flush:
+                self._exhaustion(st, ev, p)
+        if p.nested_flush and src != FROM_FLUSH:
+            st.rcache_flushes += 1
+        # fidelity
+        fid = self.fid
+        if st.observed:
+            fid.predicted += 1
+            if st.taint_left > 0:
+                st.taint_left -= 1
+                fid.uncertain += 1
+                st.pred_uncertain += 1
+                if matched:
+                    fid.uncertain_matched += 1
+            elif matched:
+                fid.exact += 1
+                st.pred_exact += 1
+            else:
+                fid.mismatched += 1
+                st.pred_mismatch += 1
+                if len(fid.mismatches) < 20:
+                    fid.mismatches.append({"ts_ns": ts, "cpu": cpu, "iovad": st.name, "size": size,
+                                           "limit_pfn": p.limit, "predicted": pred, "actual": actual,
+                                           "source": _SOURCES.get(p.src, "?")})
+                self._gap(ts, f"model diverged in {st.name} (predicted {pred:#x}, kernel {actual:#x}); "
+                              "re-synchronised", (st,))
+            if self.has_alloc_iova and st.taint_left == 0 and actual:
+                model_miss = p.src in (FROM_TREE, FROM_FLUSH)
+                fid.checks["rcache_miss"].record(model_miss == p.nested_alloc, ts_ns=ts, iovad=st.name,
+                                                 model_miss=model_miss, trace_miss=p.nested_alloc)
+        else:
+            fid.learned += 1
+            st.learned += 1
+            if matched:
+                fid.learned_matched += 1
+                st.learned_match += 1
+        if self.timeline_ns:
+            self._sample(st, ts)
+
+    def _check_overlap(self, st: DomainState, ev: Event, actual: int, rsize: int) -> None:
+        """The kernel handed out a range the model holds as allocated: overlap, or a free we never saw."""
+        if not actual or not st.observed:
+            return  # learned domains diverge routinely: their prior state is unknown, not lost
+        dom = st.dom
+        hi = actual + rsize - 1
+        node = dom.find_iova(actual) or dom.find_iova(hi)
+        if node is None or node[0] in dom.cached_pfns:
+            return
+        if node[0] in dom.reserved:
+            what = "a reserved range"
+        else:
+            what = "a live allocation"
+        # A live node handed out again: either the kernel overlapped ranges or we lost its free.
+        gap = f"pfn {actual:#x} handed out while the model holds it as {what}: a free was lost or ranges overlap"
+        self._gap(ev.ts_ns, gap, (st,))
+        cert, why = self._certainty(st)
+        if not st.observed or cert is Certainty.UNCERTAIN or what == "a live allocation":
+            # A lost free_iova_fast explains it as well as a kernel bug does: never an error on its own.
+            return
+        self.findings.append(Finding(
+            "overlap", Severity.ERROR, ev.ts_ns,
+            f"alloc_iova_fast returned [{actual:#x}, {hi:#x}], overlapping {what} [{node[0]:#x}, {node[1]:#x}]",
+            domain=st.name, certainty=cert, gap=why, events=(self._key(ev),),
+            details={"pfn": actual, "size": rsize, "node": list(node)}))
+
+    def _resync_alloc(self, st: DomainState, cpu: int, rsize: int, actual: int) -> None:
+        """Make the model agree with the kernel's pfn after a divergence."""
+        dom = st.dom
+        if not actual:
+            if rsize < dom.max32_alloc_size:
+                dom.max32_alloc_size = rsize
+            return
+        if actual in dom.cached_pfns:
+            if dom.uncache(actual, cpu):
+                return
+        if dom.node_hi(actual) is not None and actual not in dom.cached_pfns:
+            return  # a free we never saw: the node is allocated again, nothing moves
+        hi = actual + rsize - 1
+        while True:
+            node = dom.find_iova(actual) or dom.find_iova(hi)
+            if node is None:
+                lo_list = dom._lo
+                i = lo_list.bisect_left(actual)
+                lo = lo_list[i]
+                node = (lo, dom._hi[lo]) if lo <= hi and lo != (1 << 64) - 1 else None
+            if node is None:
+                break
+            if node[0] in dom.cached_pfns:
+                dom.uncache(node[0], cpu)
+                dom.cached_pfns.discard(node[0])
+            dom.remove_iova(node[0])
+        dom._insert(actual, hi)
+        if hi < dom.dma_32bit_pfn:
+            dom.cached32_node = actual
+        else:
+            dom.cached_node = actual
+        if dom.ops:
+            dom.ops.clear()
+
+    def _on_alloc_iova(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        cpu = ev.cpu
+        st = self._dom(f[k[0]], ev.ts_ns)
+        p = self._pending[cpu]
+        if p.st is st:
+            p.nested_alloc = True
+            return
+        self._direct[cpu] = (st, f[k[1]], f[k[2]], f[k[3]])
+
+    def _on_alloc_iova_ret(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        cpu = ev.cpu
+        p = self._pending[cpu]
+        if p.st is not None and p.nested_alloc:
+            p.nested_pfn = f[k[2]] if f[k[0]] else 0
+            return
+        d = self._direct[cpu]
+        if d is None:
+            return
+        self._direct[cpu] = None
+        st, size, limit, aligned = d
+        pfn = st.dom.alloc_iova(size, limit, bool(aligned))
+        actual = f[k[2]] if f[k[0]] else None
+        if pfn != actual:
+            if pfn is not None:
+                st.dom.remove_iova(pfn)
+            if actual is not None:
+                st.dom.insert_known(actual, f[k[1]])
+            if st.observed:
+                self._gap(ev.ts_ns, f"direct alloc_iova in {st.name} diverged", (st,))
+
+    # ------------------------------------------------------------------------------------------------ free
+
+    def _on_free_iova_fast(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        cpu = ev.cpu
+        ts = ev.ts_ns
+        st = self._dom(f[k[0]], ts)
+        self._cur[cpu] = st
+        pfn = f[k[1]]
+        size = f[k[2]]
+        dom = st.dom
+        dom.now = ts
+        st.frees += 1
+        if pfn in dom.cached_pfns:
+            self._bad_free(st, ev, pfn, size, "double_free", "is already in a magazine")
+            return
+        if pfn not in dom._hi:
+            if not self._unknown_free(st, ev, pfn, size):
+                return
+        if cpu >= dom.ncpus:
+            dom.ensure_cpu(cpu)
+        self._touch(st)
+        if dom.iova_rcache_insert(cpu, pfn, size):
+            self._expect_free[cpu] = None
+        else:
+            dom.free_iova(pfn)
+            self._expect_free[cpu] = (st, pfn)
+        if st.ops:
+            self._drain(st, ts, cpu)
+        if self.timeline_ns:
+            self._sample(st, ts)
+
+    def _unknown_free(self, st: DomainState, ev: Event, pfn: int, size: int) -> bool:
+        """A free of a pfn the model has no node for. Returns whether to go on applying it."""
+        dom = st.dom
+        if dom.find_iova(pfn) is not None:
+            self._bad_free(st, ev, pfn, size, "free_unknown_iova", "is inside a range but not its start")
+            return False
+        rsize = (1 << (size - 1).bit_length() if size > 1 else 1) if size < 32 else size
+        if not st.observed:
+            # Prior state: the range was allocated before the trace began. Learn it, then free it.
+            st.prior_frees += 1
+            if not dom.insert_known(pfn, pfn + rsize - 1):
+                return False
+            return True
+        kind = "double_free" if dom.was_released(pfn) else "free_unknown_iova"
+        self._bad_free(st, ev, pfn, size, kind, "was freed before" if kind == "double_free" else
+                       "was never allocated")
+        return False
+
+    def _bad_free(self, st: DomainState, ev: Event, pfn: int, size: int, kind: str, why: str) -> None:
+        cert, gap = self._certainty(st)
+        sev = Severity.ERROR if cert is Certainty.EXACT else Severity.WARNING
+        if not st.observed:
+            sev = Severity.WARNING
+        self.findings.append(Finding(
+            kind, sev, ev.ts_ns, f"free_iova_fast of pfn {pfn:#x} ({size} pages) on cpu{ev.cpu}: the pfn {why}",
+            domain=st.name, certainty=cert, gap=gap, events=(self._key(ev),),
+            details={"pfn": pfn, "size": size, "cpu": ev.cpu}))
+
+    def _on_free_iova(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        cpu = ev.cpu
+        st = self._dom(f[k[0]], ev.ts_ns)
+        pfn = f[k[1]]
+        exp = self._expect_free[cpu]
+        self._expect_free[cpu] = None
+        if exp is not None and exp[0] is st and exp[1] == pfn:
+            return  # the nested call of a free_iova_fast the model already applied
+        st.free_iova_calls += 1
+        dom = st.dom
+        dom.now = ev.ts_ns
+        if pfn in dom.cached_pfns:
+            self._bad_free(st, ev, pfn, 0, "double_free", "is in a magazine (free_iova)")
+            return
+        node = dom.find_iova(pfn)
+        if node is None:
+            if not st.observed:
+                st.prior_frees += 1
+            return  # free_iova silently ignores unknown pfns
+        self._touch(st)
+        dom.free_iova(pfn)
+        if st.ops:
+            self._drain(st, ev.ts_ns, cpu)
+
+    def _on_free_iova_(self, ev: Event, k: tuple[str, ...]) -> None:  # __free_iova
+        f = ev.fields
+        st = self._dom(f[k[0]], ev.ts_ns)
+        lo = f[k[3]]
+        if st.dom.node_hi(lo) is not None and lo not in st.dom.cached_pfns:
+            st.dom.remove_iova(lo)
+
+    # ------------------------------------------------------------------------------------------------ flushes
+
+    def _on_free_cpu_cached_iovas(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        st = self._dom(f[k[1]], ev.ts_ns)
+        self._cur[ev.cpu] = st
+        p = self._pending[ev.cpu]
+        if p.st is st:
+            p.nested_flush = True  # alloc_iova_fast's flush-and-retry: applied at its return
+            return
+        st.dom.now = ev.ts_ns
+        self._touch(st)
+        st.dom.free_cpu_cached_iovas(f[k[0]], ev.cpu)
+        self._drain(st, ev.ts_ns, ev.cpu)
+
+    def _on_iova_magazine_free_pfns(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        st = self._dom(f[k[1]], ev.ts_ns)
+        if st.observed:
+            st.fp_trace.append(f[k[2]])
+
+    def _on_iova_cpuhp_dead(self, ev: Event, k: tuple[str, ...]) -> None:
+        cpu = ev.fields[k[0]]
+        if not self.has_cpuhp:
+            self.online.discard(cpu)
+        if not self.has_free_cpu_cached:
+            for st in self.domains.values():
+                st.dom.free_cpu_cached_iovas(cpu, ev.cpu)
+                self._drain(st, ev.ts_ns, ev.cpu)
+
+    def _hotplug(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        cpu, target, idx = f[k[0]], f[k[1]], f[k[2]]
+        if target == 0 and idx > 0:
+            self.online.discard(cpu)  # teardown below CPUHP_TEARDOWN_CPU: cpu_online() is false now
+        elif target > idx:
+            self.online.add(cpu)
+
+    _on_cpuhp_enter = _hotplug
+    _on_cpuhp_multi_enter = _hotplug
+
+    def _on_iova_depot_work_func(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        st = self._dom(f[k[1]], ev.ts_ns)
+        self._cur[ev.cpu] = st
+        dom = st.dom
+        prof = self.profile
+        if not prof.list_depot or dom.rcaches is None or not prof.rcache_stride:
+            return
+        off = f[k[0]] - f[k[4]] - prof.rcache_work_offset
+        bin_, rem = divmod(off, prof.rcache_stride)
+        if rem or not 0 <= bin_ < len(dom.rcaches):
+            self._gap(ev.ts_ns, f"iova_depot_work_func work={f[k[0]]:#x} names no rcache bin")
+            return
+        rc = dom.rcaches[bin_]
+        ts = ev.ts_ns
+        if st.observed and st.taint_left == 0:
+            self.fid.checks["depot_size_at_work"].record(len(rc.depot) == f[k[2]], ts_ns=ts, iovad=st.name,
+                                                         bin=bin_, model=len(rc.depot), trace=f[k[2]])
+            # The work runs after its 100 ms delay, rounded up by the timer wheel; never before it.
+            sched = rc.work_due is not None and ts >= rc.work_due - 1_000_000
+            self.fid.checks["depot_work_scheduled"].record(sched, ts_ns=ts, iovad=st.name, bin=bin_,
+                                                           due=rc.work_due)
+        dom.now = ts
+        self._touch(st)
+        dom.iova_depot_work_func(bin_, ev.cpu)
+        self._drain(st, ts, ev.cpu)
+
+    # ------------------------------------------------------------------------------------------------ kmem
+
+    def _on_kmem_cache_alloc(self, ev: Event, k: tuple[str, ...]) -> None:
+        st = self._cur[ev.cpu]
+        if st is not None and st.observed and self.has_kmem:
+            st.kmem_trace.append(("A", ev.fields[k[1]]))
+
+    def _on_kmem_cache_free(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        name = f.get(k[2])
+        if name is not None and name != "iommu_iova_magazine":
+            return
+        st = self._cur[ev.cpu]
+        if st is not None and st.observed and self.has_kmem:
+            st.kmem_trace.append(("F", f[k[1]]))
+
+    def _on_iommu_dma_alloc_iova(self, ev: Event, k: tuple[str, ...]) -> None:
+        # dma-iommu's caller: names the device whose alloc_iova_fast follows on this CPU.
+        self._devname[ev.cpu] = ev.fields.get(k[4]) or None
+
+    # ------------------------------------------------------------------------------------------------ findings
+
+    def _flush_storm(self, st: DomainState, ts: int, key: tuple[int, int, int]) -> None:
+        st.flush_times.append(ts)
+        n, window = FLUSH_STORM
+        recent = [t for t in st.flush_times if ts - t <= window]
+        st.flush_times = recent
+        if len(recent) == n:
+            cert, gap = self._certainty(st)
+            self.findings.append(Finding(
+                "rcache_flush_storm", Severity.WARNING, ts,
+                f"{n} rcache flushes (alloc_iova_fast flush-and-retry) within {window / 1e9:g} s: the IOVA space "
+                "is exhausted and every flush throws away all CPUs' caches", domain=st.name, certainty=cert,
+                gap=gap, events=(key,), details={"flushes": n, "window_ns": window}))
+
+    def _exhaustion(self, st: DomainState, ev: Event, p: _Pending) -> None:
+        if st.failures > 1 and any(fd.kind == "iova_exhaustion" and fd.domain == st.name for fd in self.findings):
+            return
+        cert, gap = self._certainty(st)
+        self.findings.append(Finding(
+            "iova_exhaustion", Severity.WARNING, ev.ts_ns,
+            f"alloc_iova_fast of {p.size} pages below pfn {p.limit:#x} failed even after flushing the rcaches: "
+            "the IOVA space is exhausted (the DMA mapping fails)", domain=st.name, certainty=cert, gap=gap,
+            events=(p.key, self._key(ev)), details={"size": p.size, "limit_pfn": p.limit}))
+
+    def _seed_b(self, st: DomainState, ts: int, cpu: int, bin_: int, site: str) -> None:
+        if any(fd.kind == "empty_depot_pop" and fd.domain == st.name and fd.details.get("site") == site
+               for fd in self.findings):
+            return
+        self.findings.append(Finding(
+            "empty_depot_pop", Severity.ERROR, ts,
+            f"{site}: iova_depot_pop() on an empty depot (bin {bin_}) dereferences NULL, as in v1 of "
+            "'iommu/iova: Make the rcache depot scale better' (BUG: kernel NULL pointer dereference, "
+            f"RIP: {site})", domain=st.name, certainty=Certainty.EXACT,
+            details={"site": site, "bin": bin_, "cpu": cpu, "bug_mode": "b"}))
+
+    def _seed_a(self) -> None:
+        if "a" not in self.bug_modes and self.profile.kmemleak_transient_fixed:
+            return
+        if not self.profile.list_depot:
+            return
+        for st in self.all_domains:
+            pops = st.depot_pops_with_successors
+            if not pops:
+                continue
+            first = pops[0]
+            self.findings.append(Finding(
+                "depot_pop_transient_leak", Severity.WARNING, first[0],
+                f"{len(pops)} depot pops left magazines chained behind the popped one: a kmemleak scan that "
+                "read the rcache before the pop and the popped magazine after it (its first word rewritten "
+                "to the size) sees the rest of the chain unreferenced and reports it as leaked (size 1024, "
+                "backtrace through free_iova_fast); transient false positives, fixed by 7591c127f3b1",
+                domain=st.name, certainty=Certainty.EXACT,
+                details={"pops": len(pops), "max_chain": max(p[2] for p in pops), "bin": first[1],
+                         "bug_mode": "a"}))
+
+    # ------------------------------------------------------------------------------------------------ end
+
+    def snapshot(self, ts: int) -> dict[str, Any]:
+        """The state of every live domain now (for ``--at``)."""
+        out = []
+        for st in self.domains.values():
+            dom = st.dom
+            mags = []
+            if dom.rcaches is not None:
+                for b, rc in enumerate(dom.rcaches):
+                    mags.append({"bin": b, "depot_size": len(rc.depot),
+                                 "loaded": [len(c.loaded.pfns) for c in rc.cpu_rcaches],
+                                 "prev": [len(c.prev.pfns) for c in rc.cpu_rcaches]})
+            out.append({"iovad": st.name, "observed": st.observed, "nodes": len(dom),
+                        "live_iovas": st.live_iovas(), "cached_pfns": len(dom.cached_pfns),
+                        "cached_node": dom.cached_node, "cached32_node": dom.cached32_node,
+                        "max32_alloc_size": dom.max32_alloc_size, "rcaches": mags,
+                        "certainty": "exact" if st.observed and st.gap is None else "lower_bound"})
+        return {"ts_ns": ts, "online_cpus": sorted(self.online), "domains": out}
+
+    def finish(self) -> ReplayResult:
+        """Close the replay: sequence checks, aggregated findings, extensions. Idempotent enough to call once."""
+        res = self.result
+        fid = self.fid
+        for st in self.all_domains:
+            if not st.observed:
+                continue
+            n = max(len(st.fp_model), len(st.fp_trace))
+            chk = fid.checks["free_pfns_size"]
+            for i in range(n):
+                a = st.fp_model[i] if i < len(st.fp_model) else None
+                b = st.fp_trace[i] if i < len(st.fp_trace) else None
+                chk.record(a == b, iovad=st.name, index=i, model=a, trace=b)
+            if self.has_kmem:
+                self._compare_magazines(st)
+        self._seed_a()
+        for ext in self.extensions:
+            res.findings.extend(ext.finish())
+        res.findings.sort(key=lambda x: x.ts_ns)
+        res.domains = list(self.all_domains)
+        res.online_cpus = sorted(self.online)
+        if self.at_ns is not None and res.snapshot is None:
+            res.snapshot = self.snapshot(self.at_ns)
+        return res
+
+    def _compare_magazines(self, st: DomainState) -> None:
+        chk = self.fid.checks["magazines"]
+        model, trace = st.kmem_model, st.kmem_trace
+        for i in range(max(len(model), len(trace))):
+            m = model[i] if i < len(model) else None
+            t = trace[i] if i < len(trace) else None
+            if m is None or t is None or m[0] != t[0]:
+                chk.record(False, iovad=st.name, index=i, model=m[0] if m else None, trace=t[0] if t else None)
+                continue
+            mag = m[1]
+            if t[0] == "A":
+                mag.addr = t[1]  # type: ignore[attr-defined]
+                chk.record(True)
+            else:
+                addr = mag.addr  # type: ignore[attr-defined]
+                chk.record(addr is None or addr == t[1], iovad=st.name, index=i, op="free",
+                           model_addr=addr, trace_addr=t[1])
+
+    def iter_live_domains(self) -> Iterator[DomainState]:
+        """Domains not destroyed yet."""
+        return iter(self.domains.values())
