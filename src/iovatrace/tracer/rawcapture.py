@@ -21,7 +21,7 @@ from ..errors import CaptureError
 from .probes import ProbePlan
 from .tracefs import TraceFS
 
-__all__ = ["RawCapture", "capture_raw", "write_capture"]
+__all__ = ["RawCapture", "capture_raw", "write_capture", "writer_available"]
 
 
 @dataclass
@@ -98,6 +98,15 @@ def capture_raw(tfs: TraceFS, plan: ProbePlan) -> RawCapture:
     cap.cpu_data = [_drain(p / "trace_pipe_raw", page_size) if (p / "trace_pipe_raw").exists() else b""
                     for p in cpus]
     return cap
+
+
+def writer_available() -> bool:
+    """Does this installation have the project's trace.dat writer (``parsers.writer.write_raw_capture``)?"""
+    try:
+        from ..parsers import writer  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    return hasattr(writer, "write_raw_capture")
 
 
 def write_capture(cap: RawCapture, out: Path) -> None:

@@ -223,6 +223,8 @@ def record(out: str | Path = "trace.dat", *, command: list[str] | None = None, d
         log(f"warning: {w}")
     side = sidecar_paths(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (out, *side.values()):   # a file left by an earlier run must not pass for this run's
+        stale.unlink(missing_ok=True)
     res = RecordResult(trace=None, warnings=list(plan.warnings))
     filter_events = [f"{t.system}/{t.name}" for t in plan.tracepoints if t.name != "*"]
     state = tfs.snapshot(filter_events)
@@ -241,12 +243,10 @@ def record(out: str | Path = "trace.dat", *, command: list[str] | None = None, d
                     _trace_cmd(tfs, plan, out, command, duration, buffer_kb, text, side, log)
                 else:
                     _raw(tfs, plan, out, command, duration, buffer_kb, text, side, log)
-                res.trace = out
             except _Stop as stop:
                 res.stopped_by = stop.signum
                 log(f"stopped by signal {stop.signum}; cleaning up")
-                if out.exists():
-                    res.trace = out
+            res.trace = out if out.exists() else side["text"] if side["text"].exists() else None
     finally:
         with _signals_ignored():
             try:
@@ -330,12 +330,16 @@ def _raw(tfs: TraceFS, plan: ProbePlan, out: Path, command: list[str] | None, du
     finally:
         with _signals_ignored():
             tfs.write("tracing_on", "0")
-            if text:
-                shutil.copyfile(tfs.path("trace"), side["text"])
-            from .rawcapture import capture_raw, write_capture
+            from .rawcapture import capture_raw, write_capture, writer_available
 
-            cap = capture_raw(tfs, plan)
-            write_capture(cap, out)
+            if text or not writer_available():
+                # the text of the run (non-consuming read); without the writer it is the trace itself
+                shutil.copyfile(tfs.path("trace"), side["text"])
+            if writer_available():
+                write_capture(capture_raw(tfs, plan), out)
+            else:
+                log(f"warning: no trace.dat writer in this installation and no trace-cmd: the events are saved as "
+                    f"ftrace text in {side['text']} (iovatrace reads it like a trace.dat)")
 
 
 def _write_json(path: Path, plan: ProbePlan, res: RecordResult, backend: str) -> None:

@@ -142,6 +142,12 @@ class TraceFS:
         if not self.kernel and rel in ("kprobe_events", "set_event"):
             self._plain_list_write(rel, text, append)
             return
+        if not self.kernel and rel.endswith("/filter") and text.strip() == "0":  # "0" clears; it reads "none"
+            text = "none"
+        if not self.kernel and rel == "trace_clock":  # the kernel lists every clock, the chosen one in brackets
+            names = self.read(rel, "").replace("[", "").replace("]", "").split() or [text.strip()]
+            self.path(rel).write_text(" ".join(f"[{n}]" if n == text.strip() else n for n in names) + "\n")
+            return
         try:
             with open(self.path(rel), "a" if append else "w", encoding="utf-8") as f:
                 f.write(text if text.endswith("\n") else text + "\n")
@@ -260,9 +266,9 @@ class TraceFS:
         """
         problems: list[str] = []
 
-        def attempt(what: str, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        def attempt(what: str, fn, *args, **kw) -> None:  # type: ignore[no-untyped-def]
             try:
-                fn(*args)
+                fn(*args, **kw)
             except (CaptureError, OSError) as exc:
                 problems.append(f"{what}: {exc}")
 
