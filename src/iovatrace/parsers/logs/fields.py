@@ -18,9 +18,9 @@ __all__ = ["ReportFields", "extract_fields", "RIP_RE"]
 
 _CPU_RE = re.compile(
     r"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (.{1,16}?) (?:Kdump: loaded )?"
-    r"(?:Not tainted|Tainted: ([A-Z ]*?))\s+(\d[^\s]*)"
+    r"(?:Not tainted|Tainted: ([A-Z ]*[A-Z]))\s+(\S+)"
 )
-_OLD_PID_RE = re.compile(r"Pid: (\d+), comm: (.{1,16}?) (?:Not tainted|Tainted: ([A-Z ]*?))\s+(\d[^\s]*)")
+_OLD_PID_RE = re.compile(r"Pid: (\d+), comm: (.{1,16}?) (?:Not tainted|Tainted: ([A-Z ]*[A-Z]))\s+(\S+)")
 _CPU_ONLY_RE = re.compile(r"(?:^|\s)CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (\S+)")
 _TAINT_LINE = re.compile(r"^Tainted: ((?:\[[A-Z]\]=[A-Z_]+\s*)+)")
 _HW_RE = re.compile(r"Hardware name: (.*\S)")
@@ -71,6 +71,11 @@ class ReportFields:
         return asdict(self)
 
 
+def _release(tok: str) -> str | None:
+    # Releases always carry a digit ("6.5.0-rc6-x"); vendors sometimes redact them ("kernel version xxxx").
+    return tok if any(c.isdigit() for c in tok) else None
+
+
 def extract_fields(lines: Sequence[str]) -> ReportFields:
     """Collect :class:`ReportFields` from a report's lines (first occurrence of each fact wins).
 
@@ -88,13 +93,13 @@ def extract_fields(lines: Sequence[str]) -> ReportFields:
             if m:
                 f.cpu, f.pid, f.comm = int(m.group(1)), int(m.group(2)), m.group(3)
                 f.taint = "".join(m.group(4).split()) if m.group(4) is not None else ""
-                f.kernel_release = m.group(5)
+                f.kernel_release = _release(m.group(5))
             else:
                 m = _OLD_PID_RE.search(ln)
                 if m:
                     f.pid, f.comm = int(m.group(1)), m.group(2)
                     f.taint = "".join(m.group(3).split()) if m.group(3) is not None else ""
-                    f.kernel_release = m.group(4)
+                    f.kernel_release = _release(m.group(4))
                 else:
                     m = _CPU_ONLY_RE.search(ln)
                     if m:
