@@ -13,9 +13,9 @@ Theory of operation
    * ``raw`` (no trace-cmd, or a tracefs that is not the system's): enable events through ``set_event``, run,
      then read ``per_cpu/cpuN/trace_pipe_raw`` and the metadata files and hand them to the project's trace.dat
      writer (``iovatrace.parsers.writer``).
-4. **Sidecars** beside the trace: ``<stem>.kprobe_events.txt`` (as the kernel listed them: the replay's adapter
-   reads them), ``<stem>.kprobe_profile.before.txt`` / ``.kprobe_profile.txt`` (hits and misses: kprobes hit while
-   another kprobe runs on the CPU are dropped, and the replay must know how many) and ``<stem>.probes.json``
+4. **Sidecars** beside the trace (:func:`sidecar_paths`): ``kprobe_events.txt`` (as the kernel listed them: the replay's adapter
+   reads them), ``kprobe_profile.before.txt`` / ``kprobe_profile.txt`` (hits and misses: kprobes hit while
+   another kprobe runs on the CPU are dropped, and the replay must know how many) and ``probes.json``
    (plan, warnings, per-probe hit/miss deltas).
 5. **Restore** in a ``finally`` with SIGINT/SIGTERM/SIGHUP turned into a clean stop: a signal ends the recording
    (trace-cmd gets SIGINT and finishes its file), then everything is put back, and further signals are ignored
@@ -80,15 +80,20 @@ class RecordResult:
 
 
 def sidecar_paths(out: Path) -> dict[str, Path]:
-    """Paths of the files written beside ``out`` (``trace.dat`` -> ``trace.kprobe_profile.txt`` ...)."""
+    """Paths of the files written beside ``out``.
+
+    A trace named ``trace.dat`` gets the lab's folder convention (``kprobe_profile.txt``, ``kprobe_events.txt``
+    in its directory: what the replay looks for); any other name prefixes them with its stem
+    (``run1.dat`` -> ``run1.kprobe_profile.txt``) so several traces can share a directory.
+    """
     stem = out.with_suffix("") if out.suffix == ".dat" else out
-    base = str(stem)
+    pre = str(out.parent / "") + os.sep if stem.name == "trace" else str(stem) + "."
     return {
-        "kprobe_events": Path(base + ".kprobe_events.txt"),
-        "profile_before": Path(base + ".kprobe_profile.before.txt"),
-        "profile_after": Path(base + ".kprobe_profile.txt"),
-        "probes": Path(base + ".probes.json"),
-        "text": Path(base + ".txt"),
+        "kprobe_events": Path(pre + "kprobe_events.txt"),
+        "profile_before": Path(pre + "kprobe_profile.before.txt"),
+        "profile_after": Path(pre + "kprobe_profile.txt"),
+        "probes": Path(pre + "probes.json"),
+        "text": Path(str(stem) + ".txt"),
     }
 
 
