@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["run_leaks", "diagnosis_json", "diagnosis_tables", "render_text"]
 
+# A long chain would print thousands of evidence lines; the terminal shows the first ones, JSON has them all.
+_MAX_EVIDENCE = 40
+
 
 def _pfns(d: DecodedObject) -> str:
     if d.kind == "iova_magazine":
@@ -173,7 +176,10 @@ def render_text(diag: LeakDiagnosis, correlation: dict[str, Any] | None = None) 
                 f"  verdict: {c.verdict.replace('_', ' ').upper()}: {c.verdict_text}", "  why:"]
         out += [f"    - {r}" for r in c.reasoning]
         out.append("  evidence:")
-        out += [f"    line {ln:>5}: {diag.lines.get(ln, '').strip()}" for ln in c.evidence_lines]
+        shown = c.evidence_lines[:_MAX_EVIDENCE]
+        out += [f"    line {ln:>5}: {diag.lines.get(ln, '').strip()}" for ln in shown]
+        if len(c.evidence_lines) > len(shown):
+            out.append(f"    … {len(c.evidence_lines) - len(shown)} more line(s) in --json")
         out.append("  next:")
         out += [f"    - {s}" for s in c.next_steps]
     if diag.dma_debug or (correlation and correlation.get("devices")):
