@@ -45,7 +45,8 @@ class Chain:
         members: decoded objects from head to tail (for forks: each branch in turn; for cycles: from the lowest
             address).
         shape: ``"list"``, ``"open"``, ``"lone"``, ``"fork"`` or ``"cycle"``.
-        terminal: what the tail's link word holds: ``"NULL"``, ``"0x… (not reported)"``, or ``None``.
+        terminal: what the tail's link word holds: ``"NULL"``, ``"0x… (not reported)"``, ``"size N (not a link)"``,
+            or ``None``.
         what: what the chain is, in words.
         verdict: verdict code (``transient_false_positive``, ``real_leak``, ``suspect_leak``,
             ``uninitialised_iova``, ``ambiguous``, ``inconsistent``, ``not_iova``, ``unknown``).
@@ -188,22 +189,21 @@ def build_chains(objs: list[DecodedObject]) -> list[Chain]:
             shape, members = "cycle", path + rest
         else:
             members = []
+            placed: set[int] = set()
             for h in heads:
                 a: int | None = h
-                while a is not None and a not in members:
+                while a is not None and a not in placed:
                     members.append(a)
+                    placed.add(a)
                     a = succ[a][0] if succ[a] else None
-            members += [a for a in sorted(comp, key=order.__getitem__) if a not in members]
+            members += [a for a in sorted(comp, key=order.__getitem__) if a not in placed]
             shape = "fork" if not simple else ("lone" if len(comp) == 1 else "path")
         tail = by_addr[members[-1]]
         terminal = _terminal(tail, by_addr)
-        if shape in ("path", "lone") and tail.kind == "iova_magazine":
-            if terminal == "NULL":
-                shape = "list" if shape == "path" else "lone"
-            elif terminal is not None:
-                shape = "open"
-        elif shape == "path":
+        if shape == "path":
             shape = "list" if terminal == "NULL" else "open"
+        elif shape == "lone" and terminal is not None and terminal != "NULL" and tail.first_word_role == "next":
+            shape = "open"
         chains.append(Chain(len(chains), [by_addr[a] for a in members], shape, terminal))
     return chains
 
@@ -215,6 +215,8 @@ def _terminal(tail: DecodedObject, by_addr: dict[int, DecodedObject]) -> str | N
         return "NULL"
     if tail.first_word_role == "next" and tail.first_word not in by_addr:
         return f"0x{tail.first_word:x} (not reported)"
+    if tail.first_word_role == "size":
+        return f"size {tail.mag_size} (not a link)"
     return None
 
 

@@ -137,8 +137,10 @@ def diagnosis_tables(diag: LeakDiagnosis) -> dict[str, "pa.Table"]:
 
 def _arrows(c: Chain) -> str:
     parts = [f"0x{a:x}" for a in c.addresses]
-    if c.shape in ("list", "open") or (c.shape == "lone" and c.terminal):
+    if c.shape in ("list", "open") or (c.shape == "lone" and c.terminal and "not a link" not in c.terminal):
         return " -> ".join(parts + [c.terminal or "?"])
+    if c.shape == "lone" and c.terminal:
+        return f"{parts[0]}  ({c.terminal})"
     if c.shape == "cycle":
         return " -> ".join(parts + [parts[0]]) + "  (cycle)"
     if c.shape == "fork":
