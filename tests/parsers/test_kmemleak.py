@@ -114,6 +114,18 @@ unreferenced object 0xdb8040c0 (size 20):
     assert o.frames[1].symbol is None and o.frames[1].address == 0xFFFFFFFF
 
 
+def test_2_6_31_literal_prefix_on_the_header_only() -> None:
+    # mm/kmemleak.c of 2.6.31 printed "kmemleak: unreferenced object 0x%08lx (size %zu):" then unprefixed lines.
+    log = """kmemleak: unreferenced object 0xf6aac0f8 (size 32):
+  comm "swapper", pid 1, jiffies 4294937330
+  backtrace:
+    [<c10e931b>] kmemleak_alloc+0x11b/0x2b0
+    [<c10e5b6e>] kmem_cache_alloc+0x8e/0xa0
+"""
+    (o,) = parse_kmemleak(log).objects
+    assert (o.address, o.size, o.comm, len(o.frames), o.format) == (0xF6AAC0F8, 32, "swapper", 2, "2.6.31")
+
+
 @pytest.mark.parametrize(
     "line,expect",
     [

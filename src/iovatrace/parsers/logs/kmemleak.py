@@ -343,8 +343,12 @@ class _Parser:
         if obj is None:
             return
         if obj.prefixed and not prefixed and body:
-            self.skipped["interleaved line inside a console record"] += 1
-            return
+            if self.section == "comm" and text[:1] == " " and _COMM_RE.match(body):
+                # 2.6.31 printed the prefix in the header's format string only; its other lines have none.
+                obj.prefixed = False
+            else:
+                self.skipped["interleaved line inside a console record"] += 1
+                return
         indented = text[:1] in (" ", "\t")
         if not body or not indented:
             done = self._close(ln)
