@@ -2,8 +2,8 @@
 
 Theory of operation: ``trace_printk()`` with arguments records ``bprint``: the instruction pointer, a pointer to
 the format string (resolved through the trace's printk formats) and the arguments packed by the kernel's
-``vbin_printf`` into ``u32 buf[]``: each integer stored at its C size and aligned to it (8-byte values only to 4),
-strings copied inline with their NUL, pointers as kernel longs, pointers that the kernel dereferences (``%pI4``,
+``vbin_printf`` into ``u32 buf[]``: each integer stored at its C size and aligned to it (up to 4 bytes),
+8-byte values and pointers (kernel longs) aligned to 4, strings copied inline with their NUL, pointers that the kernel dereferences (``%pI4``,
 ``%pM``...) already rendered into inline strings. We walk the format's conversions, unpack each argument from
 the buffer with bounds checks, and format it with Python's ``%`` operator (C flags, width and precision carry
 over). ``bputs`` (no arguments) only needs the format lookup. The text column is ``"<symbol of ip>: <message>"``
@@ -81,7 +81,7 @@ def render_bprint(fmt: str, buf: bytes, long_size: int, little: bool, symbolize:
                 out.append(buf[pos:end].decode("utf-8", "replace") + ext[1:])
                 pos = end + 1
                 continue
-            v, pos = _unpack(buf, pos, long_size, long_size, little)
+            v, pos = _unpack(buf, pos, long_size, min(long_size, 4), little)
             if ext[:1] in ("S", "s", "F", "f", "B"):
                 out.append(symbolize(v, ext[:1] in ("S", "F", "B")) + ext[1:])
             else:
