@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import TraceFormatError
-from ..schema import COMMON_COLUMNS, LOST_EVENTS, SCHEMA_VERSION, event_schema
+from ..schema import COMMON_COLUMNS, LOST_EVENTS, SCHEMA_VERSION, arrow_type, event_schema
 from .formats import EventFormat, parse_format
 from .text_decode import DecodeStats, decode_capture, parse_kallsyms, resolve_symbol
 from .text_lines import decode_flags, read_text, sniff_text, split_lines
@@ -365,7 +365,10 @@ class TextTrace:
                                          bodies.to_numpy()), dtype=pl.String) if failed.any() else bodies
         n = len(sub)
         p_ok = (bodies.str.contains(pretty.pattern).fill_null(False) & ~failed) if pretty else pl.Series(np.zeros(n, bool))
-        r_ok = bodies.str.contains(raw.pattern).fill_null(False) & ~p_ok
+        if bool(p_ok.all()):
+            r_ok = pl.Series(np.zeros(n, bool))
+        else:
+            r_ok = bodies.str.contains(raw.pattern).fill_null(False) & ~p_ok
         bad = ~(p_ok | r_ok)
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -376,11 +379,14 @@ class TextTrace:
             self._meta["partial_bodies"][key] = self._meta["partial_bodies"].get(key, 0) + int(bad.sum())
         hex_fields = frozenset(c.field for c in (pretty.captures if pretty else [])
                                if c.field and (c.kind in ("ptr", "sym") or (c.kind == "int" and c.base == 16)))
+        if pretty is not None and pretty.probe_head:
+            hex_fields |= {"__probe_ip", "__probe_func", "__probe_ret_ip"}  # "(%lx)" / "(%lx <- %lx)"
         cols: dict[str, pa.Array] = {}
         kernel_col = pl.Series(np.full(n, kernel))
         lines = sub["line"]
-        p_frame = bodies.str.extract_groups(pretty.pattern).struct.unnest() if pretty and pretty.captures else None
-        r_frame = bodies.str.extract_groups(raw.pattern).struct.unnest() if raw.captures else None
+        p_any, r_any = bool(p_ok.any()), bool(r_ok.any())
+        p_frame = bodies.str.extract_groups(pretty.pattern).struct.unnest() if pretty and p_any else None
+        r_frame = bodies.str.extract_groups(raw.pattern).struct.unnest() if raw.captures and r_any else None
         p_caps = {c.field: c for c in (pretty.captures if pretty else []) if c.field}
         r_caps = {c.field: c for c in raw.captures}
         unrec: list[str] = []
@@ -391,7 +397,7 @@ class TextTrace:
             if f.name in p_caps and p_frame is not None:
                 s = _mask(p_frame[p_caps[f.name].group], p_ok)
                 arrays.append((p_ok, decode_capture(s, p_caps[f.name], f, **kw)))
-            if f.name in r_caps and r_frame is not None and r_ok.any():
+            if f.name in r_caps and r_frame is not None:
                 s = _mask(r_frame[r_caps[f.name].group], r_ok)
                 arrays.append((r_ok, decode_capture(s, r_caps[f.name], f, **kw)))
             atype = schema.field(schema.get_field_index(f.name) if f.name in schema.names else
@@ -453,8 +459,9 @@ class TextTrace:
             return
         lost = sum(1 for v, p in zip(vals, present.to_list()) if v is None and p is not None)
         self.stats.null(f"{key}.{name}: symbol not in kallsyms", lost)
-        from ..schema import arrow_type
-        cols[name] = pa.array([None if v is None else v & ((1 << (8 * f.size)) - 1) for v in vals], arrow_type(f))
+        arr = pa.array([None if v is None else v & ((1 << (8 * f.size)) - 1) for v in vals], arrow_type(f))
+        # Rows without a probe head (-R rows) keep what the field=value grammar decoded.
+        cols[name] = pc.if_else(pa.array(present.is_not_null().to_numpy()), arr, cols[name]) if name in cols else arr
 
     def _inferred_table(self, key: str, sub: pl.DataFrame, extra: dict[str, str]) -> pa.Table:
         bodies = sub["body"].str.strip_prefix(_FAILED)

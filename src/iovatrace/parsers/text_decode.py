@@ -257,7 +257,8 @@ def decode_capture(
             base = cap.base if cap.kind == "int" else (16 if f.name in hex_fields else 10)
             if cap.kind == "raw":
                 # -R prints 0x-prefixed hex for longs/pointers, bare hex where the print fmt uses %x.
-                bits, valid = parse_ints(s, None if base == 10 else 16)
+                # libtraceevent prints a NULL pointer field as "(nil)".
+                bits, valid = parse_ints(s.str.replace("^\\(nil\\)$", "0"), None if base == 10 else 16)
             else:
                 bits, valid = parse_ints(s, base)
         elif cap.kind in ("ptr", "sym", "symbolic", "flags"):

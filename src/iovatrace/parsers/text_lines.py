@@ -33,8 +33,9 @@ LINE_RE = (
     r"^(?:(?P<inst>[A-Za-z_][\w.-]*): +)?\s*(?P<comm>.*?)-(?P<pid>\d+)\s+"
     r"(?:\(\s*(?P<tgid>-+|\d+)\)\s+)?"
     r"(?:\[(?P<cpu>\d+)\]\s+(?:(?P<flags>[^\s:]{2,8})\s+)?|(?P<lcpu>\d+)(?P<lflags>[^\s\d:][^\s:]{1,7})\s+)"
-    r"(?P<secs>\d+)\.(?P<frac>\d+):\s+(?P<event>[^\s:]+):\s?(?P<body>.*)$"
+    r"(?P<secs>\d+)\.(?P<frac>\d+):\s+(?P<event>[^\s:]+):\s*(?P<body>.*)$"
 )
+_HEAD = 256
 _LOST_RE = re.compile(
     r"^\s*(?:CPU:?\s*(?P<cpu>\d+)\s*)?\[(?:LOST (?P<n1>\d+) EVENTS|(?P<n2>\d+) EVENTS DROPPED|EVENTS DROPPED)\]\s*$"
 )
@@ -130,7 +131,12 @@ def split_lines(text: str, *, path: str = "<text>", strict: bool = False) -> Spl
     if lines and lines[-1] == "":
         lines.pop()
     s = pl.Series("raw", lines, dtype=pl.String)
-    parts = s.str.extract_groups(LINE_RE).struct.unnest()
+    # Capturing regexes are slow on long lines: match the line head only (comm, pid, cpu, flags, ts and event
+    # name fit in _HEAD chars), then cut the body out of the full line by position.
+    head = s.str.slice(0, _HEAD)
+    parts = head.str.extract_groups(LINE_RE).struct.unnest()
+    body_start = head.str.len_chars() - parts["body"].str.len_chars()
+    parts = parts.with_columns(body=pl.when(pl.col("body").is_not_null()).then(s.str.slice(body_start)))
     df = pl.concat([pl.DataFrame({"line": pl.int_range(1, len(lines) + 1, eager=True, dtype=pl.UInt32)}), parts],
                    how="horizontal")
     is_event = df["event"].is_not_null()

@@ -26,7 +26,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from .formats import EventFormat
+from .formats import EventFormat, Field
 
 __all__ = ["Capture", "BodySpec", "compile_print_fmt", "compile_raw", "split_print_fmt", "PROBE_HEAD"]
 
@@ -325,7 +325,8 @@ def compile_print_fmt(fmt: EventFormat) -> BodySpec | None:
             if fstr.startswith(head):
                 fstr, args, probe_head = fstr[len(head):], args[nargs:], True
                 break
-    parts: list[str] = [PROBE_HEAD] if probe_head else []
+    # trace-cmd plugins (e.g. kmem) print "(caller+off) " before an event's own text: allow and ignore it.
+    parts: list[str] = [PROBE_HEAD] if probe_head else [r"(?:\([^()]*\) )?"]
     captures: list[Capture] = []
     pos = 0
     ai = 0
@@ -372,5 +373,14 @@ def compile_raw(fmt: EventFormat) -> BodySpec:
         A spec whose captures all have kind ``raw`` (typed by the field when decoded).
     """
     caps = [Capture(f"g{i}", f.name, "raw") for i, f in enumerate(fmt.payload_fields)]
-    body = " ".join(f"{re.escape(f.name)}=(?P<g{i}>.*?)" for i, f in enumerate(fmt.payload_fields))
+
+    def value(f: Field) -> str:
+        # Narrow value patterns keep the regex engine on its fast paths (lazy ".*?" groups are slow).
+        if f.kind == "scalar":
+            return r"\S*"
+        if f.is_string:
+            return ".*?"
+        return r"(?:ARRAY\[[^\]]*\]|\S*)"
+
+    body = " ".join(f"{re.escape(f.name)}=(?P<g{i}>{value(f)})" for i, f in enumerate(fmt.payload_fields))
     return BodySpec("^" + body + r"\s*$", caps, False, [])
