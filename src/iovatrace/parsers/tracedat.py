@@ -159,6 +159,7 @@ class TraceDat:
         self._summary: dict[str, Any] | None = None
         self._schemas: dict[int, Any] = {}
         self._common: tuple[int, int, int, int, int] | None = None
+        self._progress = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -318,6 +319,7 @@ class TraceDat:
                         u, c = np.unique(ids, return_counts=True)
                         for i, k in zip(u.tolist(), c.tolist()):
                             counts[(b.name, i)] = counts.get((b.name, i), 0) + k  # type: ignore[index]
+                    self._progress = max(self._progress, int(blk.src_offsets[-1]) + blk.page_size)
                     yield RecordBlock(b.name, cd.cpu, blk, wr, ids, seq)
                     seq += wr.starts.size
         if first and buffers is None:
@@ -361,6 +363,16 @@ class TraceDat:
     def event_counts(self) -> dict[str, int]:
         """Records per event key (``"system:name"``, instances ``"inst/system:name"``), sorted by key."""
         return dict(sorted(self._ensure_summary()["counts"].items()))
+
+    def progress_offset(self) -> int:
+        """File offset up to which records have been decoded (for progress bars)."""
+        return self._progress
+
+    def lost_summary(self) -> list[dict[str, Any]]:
+        """The rows of :meth:`lost_events` as dicts, without importing pyarrow."""
+        off = self.meta.ts_offset_ns
+        keys = ("ts_ns", "cpu", "count", "source", "offset", "buffer")
+        return [dict(zip(keys, ((r[0] + off) % (1 << 64),) + tuple(r[1:]))) for r in self._ensure_summary()["lost"]]
 
     def lost_events(self) -> Any:
         """The losses the trace admits to, as a ``schema.LOST_EVENTS`` table (one row per CPU and time)."""
