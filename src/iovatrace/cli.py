@@ -149,7 +149,11 @@ def oops(log: str, as_json: bool, out_dir: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write the tables as Parquet.")
 def kmemleak(log: str, as_json: bool, out_dir: str | None) -> None:
-    """List the kmemleak objects reported in LOG ('-' = stdin)."""
+    """List the kmemleak objects reported in LOG ('-' = stdin), one line each.
+
+    Reads every kmemleak print format (2.6.31 to 6.13+, dmesg with 'kmemleak:' prefixes, debugfs, mail copies).
+    A damaged record (e.g. a truncated hex dump) or a log without records exits with status 2.
+    """
     from .parsers.kmemleak_cli import run_kmemleak
 
     run_kmemleak(log, as_json=as_json, out_dir=out_dir)
@@ -162,7 +166,14 @@ def kmemleak(log: str, as_json: bool, out_dir: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write the tables as Parquet.")
 def leaks(report: str, kernel: str | None, trace: str | None, as_json: bool, out_dir: str | None) -> None:
-    """Diagnose kmemleak / dma-debug leak reports: chains of magazines, struct iova ranges, verdicts."""
+    """Diagnose kmemleak / dma-debug leak reports: chains of magazines, struct iova ranges, verdicts.
+
+    Classifies each kmemleak object (iova_magazine, struct iova, rcache array, other), decodes its hex dump for the
+    kernel's layout (inferred from the report unless --kernel is given), links objects into chains through pointer
+    words and gives each chain a verdict with its reasons and evidence lines. --trace replays a trace of the same
+    run and says where the replay holds each reported magazine and pfn, and sets dma-debug's pending counts beside
+    the replay's outstanding mappings. Unusable input exits with status 2.
+    """
     from .analysis.leaks_cli import run_leaks
 
     run_leaks(report, kernel=kernel, trace=trace, as_json=as_json, out_dir=out_dir)
