@@ -17,7 +17,7 @@ import polars as pl
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-from .style import TIME_LABEL, color_for, empty_note, finish_axes, new_figure
+from .style import TIME_LABEL, color_for, empty_note, finish_axes, new_figure, thin_steps
 
 __all__ = [
     "SIZE_BIN_ORDER",
@@ -58,8 +58,9 @@ def plot_live_mappings(df: pl.DataFrame, *, by: str = "device", subtitle: str | 
     for g in groups:
         s = df.filter(pl.col("group") == g)
         c = color_for(g, groups)
-        ax1.step(s["time_s"].to_numpy(), s["live"].to_numpy(), where="post", label=g, color=c)
-        ax2.step(s["time_s"].to_numpy(), s["live_bytes"].to_numpy() / _MIB, where="post", label=g, color=c)
+        ax1.step(*thin_steps(s["time_s"].to_numpy(), s["live"].to_numpy()), where="post", label=g, color=c)
+        ax2.step(*thin_steps(s["time_s"].to_numpy(), s["live_bytes"].to_numpy() / _MIB), where="post", label=g,
+                 color=c)
     if not groups:
         empty_note(ax1, "no mappings in this trace")
     finish_axes(ax1, xlabel="", ylabel="mappings", legend_title=by,
@@ -104,6 +105,8 @@ def plot_mapping_lifetimes(df: pl.DataFrame, *, subtitle: str | None = None) -> 
             ax.annotate(f"n={v.size}", (p, float(np.max(v))), textcoords="offset points", xytext=(0, 3),
                         ha="center", fontsize=7, color="#444444")
     ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi * 4)  # room for the n= labels under the title
     ax.set_xticks(range(len(bins)), bins)
     if not bins:
         empty_note(ax, "no mapping was both made and released inside the trace")
@@ -184,7 +187,7 @@ def plot_iova_in_use(df: pl.DataFrame, *, labels: dict[str, str] | None = None, 
     doms = _groups(df, "iovad")
     for dom in doms:
         s = df.filter(pl.col("iovad") == dom)
-        ax.step(s["time_s"].to_numpy(), s["pages"].to_numpy() * 4096 / _MIB, where="post",
+        ax.step(*thin_steps(s["time_s"].to_numpy(), s["pages"].to_numpy() * 4096 / _MIB), where="post",
                 label=(labels or {}).get(dom, dom), color=color_for(dom, doms))
     if not doms:
         empty_note(ax, "no IOVA allocations in this trace")
@@ -274,7 +277,7 @@ def plot_magazines(df: pl.DataFrame, *, subtitle: str | None = None) -> Figure:
              "pfns returned by magazine flushes": "pfns (cumulative)"}
     for ax, name in zip(axes, series):
         s = df.filter(pl.col("series") == name)
-        ax.step(s["time_s"].to_numpy(), s["value"].to_numpy(), where="post", color=color_for(name, series),
+        ax.step(*thin_steps(s["time_s"].to_numpy(), s["value"].to_numpy()), where="post", color=color_for(name, series),
                 marker="o" if s.height < 100 else None, markersize=3, label=name)
         finish_axes(ax, xlabel="", ylabel=units[name], title=name, legend=False)
     if not series:

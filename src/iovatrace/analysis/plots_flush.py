@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
-from .style import TIME_LABEL, color_for, empty_note, finish_axes, new_figure
+from .style import TIME_LABEL, color_for, empty_note, finish_axes, new_figure, thin_steps
 
 __all__ = ["FQ_TIMEOUT_MS", "plot_flush_queue", "plot_flush_intervals", "plot_invalidations", "plot_findings"]
 
@@ -33,7 +33,8 @@ def plot_flush_queue(df: pl.DataFrame, *, subtitle: str | None = None) -> Figure
     names = [f"{q} fq {f}" for q, f in queues]
     for (q, f), name in zip(queues, names):
         s = df.filter(pl.col("fq") == f)
-        ax.step(s["time_s"].to_numpy(), s["depth"].to_numpy(), where="post", label=name, color=color_for(name, names))
+        ax.step(*thin_steps(s["time_s"].to_numpy(), s["depth"].to_numpy()), where="post", label=name,
+                color=color_for(name, names))
     if not queues:
         empty_note(ax, "no flush-queue activity (strict mode flushes on every unmap)")
     ax.axhline(256, color="#999999", linestyle=":", linewidth=1)

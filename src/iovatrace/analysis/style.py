@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import matplotlib
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = ["PALETTE", "RC", "TIME_LABEL", "style_context", "new_figure", "finish_axes", "color_for", "empty_note",
-           "save_figure"]
+           "save_figure", "thin_steps"]
 
 #: Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), then a few extra.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
@@ -68,7 +69,7 @@ def new_figure(title: str, *, nrows: int = 1, ncols: int = 1, size: tuple[float,
         ncols: columns of axes.
         size: figure size in inches.
         sharex: share the x axis between rows.
-        subtitle: a smaller second line (the trace name, a caveat).
+        subtitle: a small footer line at the bottom right (the trace's name).
 
     Returns:
         The figure and a flat list of its axes.
@@ -77,10 +78,14 @@ def new_figure(title: str, *, nrows: int = 1, ncols: int = 1, size: tuple[float,
         fig = Figure(figsize=size, layout="constrained")
         FigureCanvasAgg(fig)
         axes = fig.subplots(nrows, ncols, sharex=sharex, squeeze=False)
-        text = title if not subtitle else f"{title}\n"
-        fig.suptitle(text, fontsize=RC["axes.titlesize"] + 1, fontweight="bold")
+        fig.suptitle(title, fontsize=RC["axes.titlesize"] + 1, fontweight="bold")
         if subtitle:
-            fig.text(0.5, 0.995, "\n" + subtitle, ha="center", va="top", fontsize=9, color="#444444")
+            # A footer, kept clear of the axes by shrinking the area constrained layout may use.
+            foot = 0.22 / size[1]
+            engine = fig.get_layout_engine()
+            if engine is not None:
+                engine.set(rect=(0.0, foot, 1.0, 1.0 - foot))
+            fig.text(0.995, 0.004, subtitle, ha="right", va="bottom", fontsize=8, color="#555555")
         flat = [ax for row in axes for ax in row]
         for ax in flat:
             ax.grid(True, alpha=RC["grid.alpha"], linewidth=RC["grid.linewidth"])
@@ -147,3 +152,41 @@ def save_figure(fig: Figure, stem: str) -> list[str]:
         for p in paths:
             fig.savefig(p)
     return paths
+
+
+def thin_steps(x: np.ndarray, y: np.ndarray, max_points: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    """Fewer points for a step series without losing its peaks and troughs.
+
+    The series is cut into ``max_points // 4`` equal slices of the x range; each slice keeps its first, lowest,
+    highest and last point (in x order), which is what a reader can see at chart resolution anyway.
+
+    Args:
+        x: sorted x values.
+        y: values.
+        max_points: leave series up to this long unchanged.
+
+    Returns:
+        The thinned ``(x, y)``.
+    """
+    n = len(x)
+    if n <= max_points:
+        return x, y
+    buckets = max(max_points // 4, 1)
+    xf = x.astype(float)
+    edges = np.linspace(xf[0], xf[-1], buckets + 1)
+    idx = np.clip(np.searchsorted(edges, xf, side="right") - 1, 0, buckets - 1)
+    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+    ends = np.r_[starts[1:], n] - 1
+    lo = np.minimum.reduceat(y, starts)
+    hi = np.maximum.reduceat(y, starts)
+    # Position of the min/max inside each slice: first index where the slice reaches it.
+    seg = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+    is_lo = y == lo[seg]
+    is_hi = y == hi[seg]
+    pos = np.arange(n)
+    first_lo = np.full(len(starts), n)
+    first_hi = np.full(len(starts), n)
+    np.minimum.at(first_lo, seg[is_lo], pos[is_lo])
+    np.minimum.at(first_hi, seg[is_hi], pos[is_hi])
+    keep = np.unique(np.concatenate([starts, ends, first_lo, first_hi]))
+    return x[keep], y[keep]
