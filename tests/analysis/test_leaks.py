@@ -316,3 +316,16 @@ def test_large_report_is_fast() -> None:
     assert long.addresses == addrs and long.verdict == "transient_false_positive"
     assert len(d.chains) == 1 + 2000
     assert elapsed < 10, elapsed
+
+
+def test_rcache_array_versus_init_magazine() -> None:
+    arr = mag(A, 0, [0, 0, 0])
+    arr.frames = _frames(["__kmalloc", "iova_domain_init_rcaches", "iommu_setup_dma_ops"])
+    init_mag = mag(B, 0, [0, 0, 0])
+    init_mag.frames = _frames(["__kmem_cache_alloc_node", "kmalloc_trace", "iova_domain_init_rcaches"])
+    d = _diag([arr, init_mag], "<=6.7", kernel="6.5")
+    kinds = {o.address: o.kind for o in d.objects}
+    assert kinds == {A: "rcache_array", B: "iova_magazine"}
+    by = {c.members[0].address: c for c in d.chains}
+    assert by[A].verdict == "real_leak" and "put_iova_domain" in by[A].verdict_text
+    assert by[B].verdict == "real_leak"  # 6.5: array depot, a 0 first word is an empty magazine
