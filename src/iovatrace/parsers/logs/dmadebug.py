@@ -1,9 +1,9 @@
 """dma-debug (``DMA-API: …``) warnings and page_pool "stalled pool shutdown" warnings.
 
 Theory of operation: kernel/dma/debug.c reports misuse through ``err_printk()``, a WARN with the message
-``DMA-API: <driver> <device>: <text> [key=value] … [mapped with X] [mapped as Y]`` (newer kernels print
-``<driver> <device>: DMA-API: …`` through ``dev_printk``-style ordering; both are accepted, as is the even older
-``dma_debug_device_change: <text>`` form that names only the function). The leak check on driver unbind
+``DMA-API: <driver> <device>: <text> [key=value] … [mapped with X] [mapped as Y]`` (current kernels, through
+``pr_fmt``; ≈4.x kernels printed ``<driver> <device>: DMA-API: …``; both orders are accepted, as is the
+``dma_debug_device_change: <text>`` form quoted without driver or device). The leak check on driver unbind
 (``dma_debug_device_change``) prints ``device driver has pending DMA allocations while released from device
 [count=N]`` and then, on its own line, ``One of leaked entries details: [device address=…] [size=N bytes]
 [mapped with …] [mapped as …]``; the ``[device address=…]`` part is optional (one real report lacks it). The
