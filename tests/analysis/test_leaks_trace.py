@@ -90,3 +90,17 @@ def test_devices_side_by_side_unit() -> None:
     assert by["0000:00:04.0"]["agree"] is True and by["0000:00:04.0"]["replay"][0]["first"]["dma_addr"] == \
         "0xfff00000"
     assert by["0000:00:03.0"]["replay"] == [] and "agree" not in by["0000:00:03.0"]
+
+
+def test_printk_time_of_a_console_report_gives_depot_sizes(lab: tuple[Path, dict[int, str]]) -> None:
+    trace, last = lab
+    alive = sorted(a for a, s in last.items() if s == "alloc")[:2]
+    # The lab trace uses the 'local' clock, the clock of printk timestamps on the same boot.
+    report = "".join(f"[   13.000000] kmemleak: {ln}\n" for a in alive for ln in _mag(a, 0, [1]).splitlines())
+    r = CliRunner().invoke(cli, ["leaks", "--kernel", "6.12", "--json", "--trace", str(trace), "-"], input=report)
+    assert r.exit_code == 0, r.output
+    at = json.loads(r.output)["trace"]["at_report"]
+    assert at["ts_ns"] == 13_000_000_000 and at["inside_trace"] is True
+    assert at["domains"] and all(len(d["depot_sizes"]) in (0, 6) for d in at["domains"])
+    r = CliRunner().invoke(cli, ["leaks", "--kernel", "6.12", "--trace", str(trace), "-"], input=report)
+    assert "at the report's printk time 13.000000s: depot sizes per bin" in r.output

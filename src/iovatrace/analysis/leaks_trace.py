@@ -54,10 +54,24 @@ def correlate_trace(trace: str, diag: "LeakDiagnosis") -> dict[str, Any]:
         raise CorrelationUnavailableError(
             f"{trace}: Cannot correlate the report with a trace: correlation needs the replay ({exc})") from None
     kernel = diag.kernel.profiles[0].name if diag.kernel.given else None
-    res = replay_trace(trace, kernel=kernel)
+    stamps = [d.obj.ts for d in diag.objects if d.obj.ts is not None]
+    at_ns = int(max(stamps) * 1e9) if stamps else None
+    res = replay_trace(trace, kernel=kernel, at_ns=at_ns)
     out = correlate_result(res, diag)
     out["trace"] = trace
+    if at_ns is not None:
+        out["at_report"] = _at_report(res, at_ns)
     return out
+
+
+def _at_report(res: Any, at_ns: int) -> dict[str, Any]:
+    """Depot sizes at the report's printk time (the printk clock is the trace's 'local' clock on one boot)."""
+    snap = getattr(res, "snapshot", None) or {}
+    first, last = getattr(res, "first_ns", None), getattr(res, "last_ns", None)
+    inside = first is not None and last is not None and first <= at_ns <= last
+    doms = [{"domain": d["iovad"], "depot_sizes": [b["depot_size"] for b in d.get("rcaches", [])],
+             "certainty": d.get("certainty")} for d in snap.get("domains", [])]
+    return {"ts_ns": at_ns, "inside_trace": inside, "domains": doms}
 
 
 def _magazine_index(res: Any) -> tuple[dict[int, dict[str, Any]], dict[int, str], bool]:
@@ -224,5 +238,10 @@ def render_correlation(corr: dict[str, Any]) -> list[str]:
     if corr["transient_windows"]:
         out.append(f"  the replay saw {len(corr['transient_windows'])} depot-pop window(s) in which kmemleak can "
                    "report the magazines chained behind a popped one")
+    at = corr.get("at_report")
+    if at is not None:
+        where = "" if at["inside_trace"] else " (outside the trace: different clocks, or not covered)"
+        out.append(f"  at the report's printk time {at['ts_ns'] / 1e9:.6f}s{where}: depot sizes per bin: "
+                   + ("; ".join(f"{d['domain']} {d['depot_sizes']}" for d in at["domains"]) or "no domain"))
     out += [f"  note: {n}" for n in corr["notes"]]
     return out

@@ -135,6 +135,7 @@ class KmemleakObject:
         kind: ``"percpu"``/``"phys"`` for those (unconfirmed) header variants, else ``None``.
         lines: the record's lines as ``(line number, text)``, for evidence.
         issues: what was wrong with the record (lenient mode only).
+        ts: printk timestamp (seconds) of the header line, when the record came through dmesg.
     """
 
     address: int
@@ -153,6 +154,7 @@ class KmemleakObject:
     kind: str | None = None
     lines: list[tuple[int, str]] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)
+    ts: float | None = None
 
     @property
     def format(self) -> str:
@@ -335,7 +337,7 @@ class _Parser:
                     "Cannot parse kmemleak header: expected 'unreferenced object 0x<hex> (size <N>):'",
                     path=self.path, line=ln.lineno, excerpt=body[:80])
             self.obj = KmemleakObject(address=int(h.group("addr"), 16), size=int(h.group("size")), line=ln.lineno,
-                                      end_line=ln.lineno, prefixed=prefixed, kind=h.group("kind"))
+                                      end_line=ln.lineno, prefixed=prefixed, kind=h.group("kind"), ts=ln.ts)
             self.obj.lines.append((ln.lineno, body))
             self.section = "comm"
             return
