@@ -68,11 +68,13 @@ def df_rcache_allocs(tables: EventTables) -> pl.DataFrame:
     ent = event_frame(tables, "iova:alloc_iova_fast", ["size"], unsigned=["iovad", "limit_pfn"])
     ret = event_frame(tables, "iova:alloc_iova_fast_ret", unsigned=["pfn"])
     calls = pair_calls(ent, ret, ret_columns=["pfn"]).with_row_index("_c")
-    slow = event_frame(tables, "iova:alloc_iova").select(pl.col("ts_ns").alias("_slow_ts"), "cpu")
+    slow = event_frame(tables, "iova:alloc_iova").select(pl.col("seq").alias("_slow_seq"), "cpu")
     # Each rbtree search belongs to the newest alloc_iova_fast entered before it on its CPU, if still running.
-    owner = slow.join_asof(calls.select("_c", "cpu", "ts_ns", "ret_ts_ns"), left_on="_slow_ts", right_on="ts_ns",
-                           by="cpu", strategy="backward", check_sortedness=False)
-    misses = owner.filter(pl.col("ret_ts_ns").is_not_null() & (pl.col("_slow_ts") <= pl.col("ret_ts_ns")))
+    # Order within a CPU is seq, not ts: several events can share one timestamp.
+    owner = slow.sort("_slow_seq").join_asof(
+        calls.select("_c", "cpu", "seq", "ret_seq").sort("seq"), left_on="_slow_seq", right_on="seq", by="cpu",
+        strategy="backward", check_sortedness=False)
+    misses = owner.filter(pl.col("ret_seq").is_not_null() & (pl.col("_slow_seq") < pl.col("ret_seq")))
     missed = misses.select("_c").unique().with_columns(pl.lit(True).alias("_miss"))
     out = calls.join(missed, on="_c", how="left")
     return out.select(
@@ -234,8 +236,8 @@ def df_magazines(tables: EventTables) -> pl.DataFrame:
 
     Returns:
         Long form ``ts_ns``, ``time_s``, ``series``, ``value`` with series
-        ``"live magazine objects"`` (6.9+: kmem cache alloc minus free; objects allocated before the trace
-        counted from their free on), ``"depot size (trim worker)"`` (6.7+), and
+        ``"live magazine objects"`` (6.9+: kmem cache alloc minus free, lifted by the fewest magazines that must
+        have existed before the trace), ``"depot size (trim worker)"`` (6.7+), and
         ``"pfns returned by magazine flushes"`` (cumulative ``mag_size`` of ``iova_magazine_free_pfns``).
 
     Raises:
@@ -245,10 +247,11 @@ def df_magazines(tables: EventTables) -> pl.DataFrame:
     ka = event_frame(tables, "kmem:kmem_cache_alloc", unsigned=["ptr"])
     kf = event_frame(tables, "kmem:kmem_cache_free", unsigned=["ptr"])
     if not ka.is_empty() or not kf.is_empty():
-        # A free of an object never allocated in the trace: it existed from the start.
-        before = kf.join(ka.select("ptr"), on="ptr", how="anti").height
         s = (pl.concat([ka.select("ts_ns", pl.lit(1).alias("d")), kf.select("ts_ns", pl.lit(-1).alias("d"))])
-             .sort("ts_ns").with_columns((pl.col("d").cum_sum() + before).alias("value")))
+             .sort("ts_ns").with_columns(pl.col("d").cum_sum().alias("value")))
+        # Frees of magazines allocated before the trace pull the running sum below zero: lift it by the
+        # deepest dip, the fewest magazines that must have existed at the start.
+        s = s.with_columns(pl.col("value") - min(int(s["value"].min() or 0), 0))
         parts.append(s.select("ts_ns", pl.lit("live magazine objects").alias("series"), pl.col("value").cast(pl.Int64)))
     dw = event_frame(tables, "iova:iova_depot_work_func", ["depot_size"])
     if not dw.is_empty():

@@ -126,8 +126,8 @@ def pair_calls(entry: pl.DataFrame, ret: pl.DataFrame, *, ret_columns: Sequence[
         ret_columns: payload columns of ``ret`` to carry over (renamed only if they clash, with ``ret_``).
 
     Returns:
-        ``entry`` with ``ret_ts_ns`` and the ``ret_columns`` appended (nulls where no return was found), in
-        ``entry``'s order.
+        ``entry`` with ``ret_ts_ns``, ``ret_seq`` and the ``ret_columns`` appended (nulls where no return was
+        found), in ``entry``'s order.
     """
     keep = list(ret_columns)
     rename = {c: (f"ret_{c}" if c in entry.columns else c) for c in keep}
@@ -149,10 +149,13 @@ def pair_calls(entry: pl.DataFrame, ret: pl.DataFrame, *, ret_columns: Sequence[
     )
     both = both.with_columns(pl.int_range(pl.len()).over(["cpu", "_level", "_d"]).alias("_k"))
     ents = both.filter(pl.col("_d") == 1).select("_row", "cpu", "_level", "_k", pl.col("ts_ns").alias("_ets"))
-    rets = both.filter(pl.col("_d") == -1).select("_rrow", "cpu", "_level", "_k", pl.col("ts_ns").alias("ret_ts_ns"))
-    pairs = ents.join(rets, on=["cpu", "_level", "_k"], how="inner").filter(pl.col("ret_ts_ns") >= pl.col("_ets"))
+    rets = both.filter(pl.col("_d") == -1).select("_rrow", "cpu", "_level", "_k", pl.col("ts_ns").alias("ret_ts_ns"),
+                                                  pl.col("seq").alias("ret_seq"))
+    ents = ents.join(e.select("_row", pl.col("seq").alias("_eseq")), on="_row")
+    pairs = ents.join(rets, on=["cpu", "_level", "_k"], how="inner").filter(
+        (pl.col("ret_ts_ns") >= pl.col("_ets")) & (pl.col("ret_seq") > pl.col("_eseq")))
     pairs = pairs.join(r.select("_rrow", *keep).rename(rename), on="_rrow", how="left")
     out = entry.with_row_index("_row").join(
-        pairs.select("_row", "ret_ts_ns", *rename.values()), on="_row", how="left", maintain_order="left"
+        pairs.select("_row", "ret_ts_ns", "ret_seq", *rename.values()), on="_row", how="left", maintain_order="left"
     )
     return out.drop("_row")
