@@ -329,3 +329,40 @@ def test_rcache_array_versus_init_magazine() -> None:
     by = {c.members[0].address: c for c in d.chains}
     assert by[A].verdict == "real_leak" and "put_iova_domain" in by[A].verdict_text
     assert by[B].verdict == "real_leak"  # 6.5: array depot, a 0 first word is an empty magazine
+
+
+VERDICTS = {"transient_false_positive", "real_leak", "suspect_leak", "uninitialised_iova", "ambiguous",
+            "inconsistent", "not_iova", "unknown"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), fmt=st.sampled_from(FMTS), kernel=st.sampled_from([None, "5.15", "6.6", "6.7", "6.13"]))
+def test_random_reports_keep_the_invariants(data: st.DataObject, fmt: str, kernel: str | None) -> None:
+    n = data.draw(st.integers(1, 8))
+    addrs = [0xFFFF888500000000 + 0x400 * i for i in range(n)]
+    objs = []
+    for a in addrs:
+        first = data.draw(st.sampled_from([0, 1, 127, 128, 0xDEAD, IOVA_MAX]) | st.sampled_from(addrs + [X]))
+        kind = data.draw(st.sampled_from(["mag", "iova", "other"]))
+        if kind == "mag":
+            objs.append(mag(a, first, PF, fmt, size=data.draw(st.sampled_from([1024, 2048]))))
+        elif kind == "iova":
+            objs.append(iova(a, data.draw(st.integers(0, IOVA_MAX)), data.draw(st.integers(0, IOVA_MAX)),
+                             dump_len=data.draw(st.sampled_from([32, 64]))))
+        else:
+            o = other(a)
+            o.hexdump = first.to_bytes(8, "little") + bytes(24)
+            objs.append(o)
+    d = _diag(objs, fmt, kernel=kernel)
+    members = [m.address for c in d.chains for m in c.members]
+    assert sorted(members) == sorted(addrs)  # every object in exactly one chain
+    for c in d.chains:
+        assert c.verdict in VERDICTS and c.verdict_text and c.evidence_lines
+        if c.shape == "list":
+            assert c.terminal == "NULL" and len(c.members) > 1
+        for a, b in zip(c.members, c.members[1:]):
+            if c.shape in ("list", "open") and a.kind == "iova_magazine":
+                assert a.first_word == b.address  # each link is the previous magazine's next word
+
+
+IOVA_MAX = (1 << 64) - 1
