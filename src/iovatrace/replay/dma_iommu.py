@@ -258,13 +258,15 @@ class IommuDmaCookie:
         if config.lazy:
             self._init_rings(possible_cpus)
         self.stats = FqStats()
-        self.pending_free: deque[IovaFqEntry] = deque()  # following mode: popped, not yet seen freed
+        # following mode: popped by a ring free, not yet seen freed; per executing CPU because two CPUs can run
+        # ring frees at the same time (the lab's 6.12 trace interleaves their free_iova_fast calls)
+        self.pending_free: dict[int, deque[IovaFqEntry]] = {}
         self.freed_fq = False
         self._unflushed: list[tuple[int, int]] = []  # (queued_ns, start_cnt) not yet covered by a flush
         self._queued_total = 0
-        #: following mode: ``(executing cpu, ring key, entries before the free)`` of each ring free, for
+        #: following mode: per executing CPU, ``(ring key, entries before the free)`` of each ring free, for
         #: comparing with the head/tail of a ``fq_ring_free_locked`` probe (6.12); ``None`` = not recorded
-        self.ring_free_log: deque[tuple[int, int, int]] | None = None if free_iova_fast else deque(maxlen=4096)
+        self.ring_free_log: dict[int, deque[tuple[int, int]]] | None = None if free_iova_fast else {}
 
     # -- setup / teardown ---------------------------------------------------------------------------------
 
@@ -295,9 +297,10 @@ class IommuDmaCookie:
         ``put_iova_domain``).
 
         Returns:
-            The entries still queued (plus following-mode entries never seen freed), oldest first.
+            The entries still queued in the rings, oldest first (following-mode entries popped but never seen
+            freed are dropped: they were freed by the kernel, whose probe hit may have been lost).
         """
-        left = list(self.pending_free)
+        left: list[IovaFqEntry] = []
         for fq in self.fqs.values():
             left.extend(fq.entries)
             fq.entries.clear()
@@ -379,7 +382,8 @@ class IommuDmaCookie:
         """
         self.stats.ring_frees += 1
         if self.ring_free_log is not None:
-            self.ring_free_log.append((cpu, next((k for k, v in self.fqs.items() if v is fq), -1), len(fq)))
+            log = self.ring_free_log.setdefault(cpu, deque(maxlen=64))
+            log.append((next((k for k, v in self.fqs.items() if v is fq), -1), len(fq)))
         finish = self.fq_flush_finish_cnt
         out: list[IovaFqEntry] = []
         ents = fq.entries
@@ -396,20 +400,39 @@ class IommuDmaCookie:
             for e in entries:
                 self.free_iova_fast(e.iova_pfn, e.pages, cpu, ts_ns)
         else:
-            self.pending_free.extend(entries)
+            self.pending_free.setdefault(cpu, deque()).extend(entries)
 
     def fq_flush_iotlb(self, ts_ns: int, reason: FlushReason = FlushReason.TIMEOUT) -> None:
         """``fq_flush_iotlb``: start_cnt++, ``flush_iotlb_all``, finish_cnt++ (modelled as instantaneous)."""
+        self.fq_flush_start(ts_ns, reason)
+        self.fq_flush_finish(ts_ns)
+
+    def fq_flush_start(self, ts_ns: int, reason: FlushReason = FlushReason.TIMEOUT) -> None:
+        """First half of ``fq_flush_iotlb`` (following mode: a trace shows when the flush began, not when the
+        hardware finished; another CPU's ring free in between still sees the old ``fq_flush_finish_cnt``)."""
         self.fq_flush_start_cnt += 1
         self.stats.flushes[reason.value] += 1
-        # every entry queued so far is now invalidated: close its exposure window
-        if self._unflushed:
-            self.stats.exposure_ns.extend(ts_ns - q for q, _ in self._unflushed)
-            self._unflushed.clear()
-        self.fq_flush_finish_cnt += 1
 
-    def fq_flush_timeout(self, ts_ns: int, cpu: int) -> list[IovaFqEntry]:
+    def fq_flush_finish(self, ts_ns: int) -> None:
+        """Second half of ``fq_flush_iotlb``: the invalidation completed; closes the exposure windows."""
+        if self.fq_flush_finish_cnt >= self.fq_flush_start_cnt:
+            return
+        # every entry queued before this flush started is now invalidated
+        if self._unflushed:
+            cnt = self.fq_flush_start_cnt
+            keep = [(q, c) for q, c in self._unflushed if c >= cnt]
+            self.stats.exposure_ns.extend(ts_ns - q for q, c in self._unflushed if c < cnt)
+            self._unflushed = keep
+        self.fq_flush_finish_cnt = self.fq_flush_start_cnt
+
+    def fq_flush_timeout(self, ts_ns: int, cpu: int, *, free_rings: bool = True) -> list[IovaFqEntry]:
         """``fq_flush_timeout``: timer off, one flush, then a ring free of every ring on ``cpu``.
+
+        Args:
+            ts_ns: trace time.
+            cpu: the CPU running the timer.
+            free_rings: ``False`` when following a trace: its ``fq_ring_free`` events say when each ring is freed
+                (another CPU may free its own ring first, inside ``queue_iova``).
 
         Returns:
             The entries freed.
@@ -419,8 +442,11 @@ class IommuDmaCookie:
         self.fq_timer_on = False
         self.fq_timer_deadline = None
         self.stats.timer_fires += 1
-        self.fq_flush_iotlb(ts_ns, FlushReason.TIMEOUT)
         out: list[IovaFqEntry] = []
+        if not free_rings:
+            self.fq_flush_start(ts_ns, FlushReason.TIMEOUT)  # the driver calls fq_flush_finish
+            return out
+        self.fq_flush_iotlb(ts_ns, FlushReason.TIMEOUT)
         for key in sorted(self.fqs):
             out += self.fq_ring_free(self.fqs[key], cpu, ts_ns)
         return out
@@ -458,22 +484,29 @@ class IommuDmaCookie:
 
     # -- following mode -----------------------------------------------------------------------------------
 
-    def note_free_iova_fast(self, pfn: int, pages: int) -> bool:
-        """Following mode: a ``free_iova_fast`` seen in the trace; match it with the model's oldest pending free.
+    def note_free_iova_fast(self, pfn: int, pages: int, cpu: int) -> bool:
+        """Following mode: a ``free_iova_fast`` seen in the trace on ``cpu``; match it with the model's oldest
+        pending free of that CPU.
 
         Returns:
             ``True`` when it was the expected entry; otherwise the mismatch is counted and any pending entry for
             that pfn is dropped.
         """
-        pend = self.pending_free
+        pend = self.pending_free.get(cpu)
+        if pend is None:
+            self.stats.free_mismatch += 1
+            return False
         if pend and pend[0].iova_pfn == pfn:
             pend.popleft()
             return True
         for i, e in enumerate(pend):
             if e.iova_pfn == pfn:
-                del pend[i]
-                break
-        self.stats.free_mismatch += 1
+                # the entries before it were freed too, but their probe hits are missing (dropped kprobe hits)
+                for _ in range(i + 1):
+                    pend.popleft()
+                self.stats.free_mismatch += i
+                return False
+        self.stats.free_mismatch += 1  # a free the model did not expect (prior state, or a model divergence)
         return False
 
     # -- views and validators -----------------------------------------------------------------------------
@@ -482,7 +515,8 @@ class IommuDmaCookie:
         """Every entry the cookie still holds: ring contents, then pending frees (following mode)."""
         for key in sorted(self.fqs):
             yield from self.fqs[key].entries
-        yield from self.pending_free
+        for cpu in sorted(self.pending_free):
+            yield from self.pending_free[cpu]
 
     def iter_queued_pfns(self) -> Iterator[tuple[int, int]]:
         """``(pfn, pages)`` of every IOVA the flush queue owns, for ``validate_single_owner``."""

@@ -148,7 +148,10 @@ class IommuLayer:
         self._unmap_ctx: dict[int, tuple[str | None, int, int, Event]] = {}
         self._timeout_ctx: dict[int, tuple[str, Event]] = {}
         self._pool_ctx: dict[int, str] = {}
-        self._ring_free_obs: dict[int, deque[tuple[int, int, int]]] = {}
+        self._expect_rf: dict[int, int] = {}  # cpu -> ring frees the model already applied in queue_iova
+        self._fq_ring: dict[tuple[str, int], int] = {}  # (cookie, fq pointer) -> ring key
+        self._timeout_rf: dict[int, int] = {}  # cpu -> ring frees seen since its timeout flush
+        self._flushing: dict[int, IommuDmaCookie] = {}  # cpu -> cookie whose flush it started (sync on that CPU)
 
     # -- driver protocol ----------------------------------------------------------------------------------
 
@@ -179,6 +182,9 @@ class IommuLayer:
         f = ev.fields
         key = (ev.ts_ns, ev.cpu, ev.seq)
         out: list[Finding] = []
+        # fq_flush_iotlb is synchronous: the next event of the flushing CPU comes after the flush finished
+        if ev.cpu in self._flushing and not name.startswith("intel_iommu:"):  # qi_submit/cache_tag: still flushing
+            self._flushing.pop(ev.cpu).fq_flush_finish(ev.ts_ns)
         # a pending __iommu_dma_unmap is resolved by the next relevant event of its CPU
         if ev.cpu in self._unmap_ctx and not name.startswith(("iommu:unmap", "intel_iommu:", "dma:")):
             out += self._resolve_unmap(ev)
@@ -339,7 +345,13 @@ class IommuLayer:
             if cookie in self.freed_cookies:
                 return [self._after_teardown(ev, cookie, "queue_iova")]
             c = self._cookie(cookie, lazy=True)
+            fq = ev.fields.get("fq")
+            if isinstance(fq, int):
+                self._fq_ring[(cookie, fq)] = ev.cpu
+            flushes = c.fq_flush_start_cnt
             c.queue_iova(pfn, pages, ev.cpu, uev.ts_ns, ukey)
+            # queue_iova ran one ring free, two if the ring was full (flush in between): those are the trace's
+            self._expect_rf[ev.cpu] = self._expect_rf.get(ev.cpu, 0) + 1 + (c.fq_flush_start_cnt - flushes)
             return []
         if ev.name == "iova:free_iova_fast" and _int(ev.fields.get("pfn", -1)) == pfn:
             c = self._cookie(self._cookie_of_iovad(ev.fields["iovad"]), lazy=False)
@@ -350,10 +362,26 @@ class IommuLayer:
         return []
 
     def _on_fq_ring_free(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
-        c = self.cookies.get(_hex(f.get("cookie")))
-        if c is None or c.ring_free_log is None or not c.ring_free_log:
+        cookie = _hex(f.get("cookie"))
+        c = self.cookies.get(cookie)
+        if c is None or c.ring_free_log is None:
             return []
-        exec_cpu, _ring, occ = c.ring_free_log.popleft()
+        if self._expect_rf.get(ev.cpu, 0) > 0:
+            self._expect_rf[ev.cpu] -= 1  # already applied by the model's queue_iova
+        else:
+            # a timeout's ring free (or one whose unmap probe was lost): free the ring the fq pointer names
+            fq = f.get("fq")
+            ring = self._fq_ring.get((cookie, fq)) if isinstance(fq, int) else None
+            if ring is None:
+                keys = sorted(c.fqs)
+                i = self._timeout_rf.get(ev.cpu, 0)
+                ring = keys[i % len(keys)] if keys else ev.cpu
+            self._timeout_rf[ev.cpu] = self._timeout_rf.get(ev.cpu, 0) + 1
+            c.fq_ring_free(c._ring_of(ring), ev.cpu, ev.ts_ns)
+        log = c.ring_free_log.get(ev.cpu)
+        if not log:
+            return []
+        _ring, occ = log.popleft()
         if "head" in f and "tail" in f and "mod_mask" in f and c.stats.timer_fires > 0:
             observed = (_int(f["tail"]) - _int(f["head"])) & _int(f["mod_mask"])
             self.stats.ring_occupancy_checked += 1
@@ -376,7 +404,9 @@ class IommuLayer:
         tctx = self._timeout_ctx.pop(ev.cpu, None)
         if tctx is not None:
             self.timer_cookie[tctx[0]] = cookie
-            c.fq_flush_timeout(tctx[1].ts_ns, ev.cpu)
+            self._timeout_rf[ev.cpu] = 0
+            c.fq_flush_timeout(tctx[1].ts_ns, ev.cpu, free_rings=False)
+            self._flushing[ev.cpu] = c
         else:
             self.stats.observed_full_flushes += 1
         return []
@@ -399,7 +429,7 @@ class IommuLayer:
     def _on_free_iova_fast(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
         c = self.cookies.get(self._cookie_of_iovad(f.get("iovad", 0)))
         if c is not None and c.pending_free:
-            c.note_free_iova_fast(_int(f.get("pfn", 0)), _int(f.get("size", 0)))
+            c.note_free_iova_fast(_int(f.get("pfn", 0)), _int(f.get("size", 0)), ev.cpu)
         return []
 
     def _on_put_iova_domain(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
