@@ -472,8 +472,7 @@ class TextTrace:
         if head["a"].is_not_null().any():
             a, b = head["a"], head["b"]
             bare = a.str.contains(r"^[0-9a-f]+$").fill_null(False).to_numpy()
-            va = [None if v is None else resolve_symbol(v, self.kallsyms) for v in a.to_list()]
-            vb = [None if v is None else resolve_symbol(v, self.kallsyms) for v in b.to_list()]
+            va, vb = _resolve_column(a, self.kallsyms), _resolve_column(b, self.kallsyms)
             if b.is_not_null().any():
                 cand = {"__probe_func": [x if bb else y for x, bb, y in zip(va, bare, vb)],
                         "__probe_ret_ip": [y if bb else x for x, bb, y in zip(va, bare, vb)]}
@@ -513,6 +512,11 @@ def _entry_offsets(bodies: pl.Series) -> dict[str, int]:
     if out and len(set(out.values())) == 1:
         out[""] = next(iter(out.values()))
     return out
+
+
+def _resolve_column(s: pl.Series, kallsyms: Mapping[str, int] | None) -> list[int | None]:
+    table = {u: resolve_symbol(u, kallsyms) for u in s.unique().drop_nulls().to_list()}
+    return [None if v is None else table[v] for v in s.to_list()]
 
 
 def _mask(s: pl.Series, ok: pl.Series) -> pl.Series:
