@@ -191,11 +191,11 @@ def build_chains(objs: list[DecodedObject]) -> list[Chain]:
             members = []
             placed: set[int] = set()
             for h in heads:
-                a: int | None = h
-                while a is not None and a not in placed:
-                    members.append(a)
-                    placed.add(a)
-                    a = succ[a][0] if succ[a] else None
+                cur: int | None = h
+                while cur is not None and cur not in placed:
+                    members.append(cur)
+                    placed.add(cur)
+                    cur = succ[cur][0] if succ[cur] else None
             members += [a for a in sorted(comp, key=order.__getitem__) if a not in placed]
             shape = "fork" if not simple else ("lone" if len(comp) == 1 else "path")
         tail = by_addr[members[-1]]
@@ -381,7 +381,7 @@ def _judge_iova(m: DecodedObject, chain: Chain, k: KernelFacts) -> None:
              "(rb_node, then pfn_hi at offset 24 and pfn_lo at offset 32)")
     r += m.notes
     lo, hi = m.pfn_lo, m.pfn_hi
-    if lo is None:
+    if lo is None or hi is None:
         chain.what = f"a struct iova (pfn_hi = {'?' if hi is None else hex(hi)}; pfn_lo beyond the dump)"
         chain.verdict, chain.verdict_text = "suspect_leak", (
             "suspect leak of an IOVA range; the dump is too short to show pfn_lo (kmemleak prints 32 bytes)")

@@ -233,7 +233,7 @@ def render_correlation(corr: dict[str, Any]) -> list[str]:
         for dv in corr["devices"]:
             dd = ", ".join(f"count={x['count']} (line {x['line']})" for x in dv["dma_debug"]) or "-"
             rp = ", ".join(f"{x['count']} at {x['when']}" for x in dv["replay"]) or "-"
-            agree = {True: "agree", False: "DIFFER"}.get(dv.get("agree"), "")  # type: ignore[arg-type]
+            agree = {True: "agree", False: "DIFFER"}.get(dv.get("agree"), "")
             out.append(f"    {dv['device']}: dma-debug {dd} | replay {rp} {agree}".rstrip())
     if corr["transient_windows"]:
         out.append(f"  the replay saw {len(corr['transient_windows'])} depot-pop window(s) in which kmemleak can "
