@@ -184,6 +184,7 @@ class IommuDevice:
         released: ``iommu_release_device`` ran (removed from its group).
         released_ns: when.
         dev_ptrs: ``struct device *`` values seen in kprobes.
+        releases: how many times the trace showed it released (a PCI remove + rescan re-adds it).
     """
 
     name: str
@@ -193,6 +194,7 @@ class IommuDevice:
     released: bool = False
     released_ns: int | None = None
     dev_ptrs: set[int] = field(default_factory=set)
+    releases: int = 0
 
 
 @dataclass(slots=True)
@@ -364,6 +366,7 @@ class Topology:
         dev = self.device(name)
         dev.released = True
         dev.released_ns = ts_ns
+        dev.releases += 1
         dev.bound = False
         grp = self.groups.get(gid if gid is not None else -1) or (self.groups.get(dev.gid) if dev.gid is not None
                                                                    else None)
