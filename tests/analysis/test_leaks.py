@@ -366,3 +366,15 @@ def test_random_reports_keep_the_invariants(data: st.DataObject, fmt: str, kerne
 
 
 IOVA_MAX = (1 << 64) - 1
+
+
+def test_dma_debug_assessment_with_and_without_page_pool() -> None:
+    pending = ("DMA-API: pci 0000:00:01.0: device driver has pending DMA allocations while released from device "
+               "[count=1]\nOne of leaked entries details: [size=2048 bytes] [mapped with DMA_BIDIRECTIONAL] "
+               "[mapped as coherent]\n")
+    pool = "page_pool_release_retry() stalled pool shutdown: id 51, 4032 inflight 26825 sec\n"
+    (only,) = diagnose(pending, path="p").dma_assessment
+    assert "1 DMA mapping(s) still live" in only and "2048 bytes, bidirectional, coherent" in only
+    assert "ee62ce7a1d90" not in only
+    both = diagnose(pending + pool, path="p").dma_assessment
+    assert len(both) == 2 and "ee62ce7a1d90" in both[0] and "4032 page(s) in flight" in both[1]

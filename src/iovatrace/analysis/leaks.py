@@ -26,7 +26,7 @@ from ..parsers.logs.dmadebug import DmaDebugReport, parse_dma_debug
 from ..parsers.logs.kmemleak import KmemleakObject, UnusableReportError, parse_kmemleak
 from .leaks_decode import IOVA_ANCHOR, DecodedObject, KernelFacts, decode, infer_kernel
 
-__all__ = ["Chain", "LeakDiagnosis", "build_chains", "cross_references", "judge", "diagnose", "FIX_TRANSIENT", "FIX_IOVA_INIT"]
+__all__ = ["Chain", "LeakDiagnosis", "assess_dma_debug", "build_chains", "cross_references", "judge", "diagnose", "FIX_TRANSIENT", "FIX_IOVA_INIT"]
 
 #: 7591c127f3b1 "kmemleak: iommu/iova: fix transient kmemleak false positive" (v6.13-rc1; 6.12.y 992ea37a8ada).
 FIX_TRANSIENT = "7591c127f3b1"
@@ -83,6 +83,7 @@ class LeakDiagnosis:
         objects: every decoded object in report order.
         chains: the chains with verdicts.
         dma_debug: dma-debug and page_pool warnings found in the same input.
+        dma_assessment: what the dma-debug and page_pool warnings mean, one sentence per device or pool.
         notes: report-wide remarks (hashed addresses, skipped lines).
         lines: input text by line number (for evidence).
     """
@@ -94,6 +95,7 @@ class LeakDiagnosis:
     dma_debug: list[DmaDebugReport]
     notes: list[str]
     lines: dict[int, str]
+    dma_assessment: list[str] = field(default_factory=list)
 
 
 class _Spans:
@@ -420,6 +422,40 @@ def _judge_iova(m: DecodedObject, chain: Chain, k: KernelFacts) -> None:
                          f"path above {m.caller})", "correlate with a trace: iovatrace leaks REPORT --trace TRACE"]
 
 
+def assess_dma_debug(reports: list[DmaDebugReport]) -> list[str]:
+    """Say what dma-debug ``pending DMA allocations`` and page_pool stall warnings mean (model_spec.md §8.4).
+
+    Args:
+        reports: parsed warnings.
+
+    Returns:
+        One sentence per device with pending mappings, per stalled pool, and per other DMA-API error.
+    """
+    out: list[str] = []
+    pools = [r for r in reports if r.kind == "page_pool_stalled"]
+    for r in reports:
+        if r.kind == "pending_at_release":
+            who = " ".join(x for x in (r.driver, r.device) if x) or "a device"
+            entry = ", ".join(x for x in (
+                None if r.device_address is None else f"address 0x{r.device_address:x}",
+                None if r.size is None else f"{r.size} bytes", r.direction, r.mapped_as) if x)
+            text = (f"line {r.line}: {who} was unbound from its driver with {r.count if r.count is not None else '?'}"
+                    f" DMA mapping(s) still live (one: {entry or 'no details'}); the driver's remove() did not "
+                    "unmap them")
+            if pools:
+                text += ("; page_pool stall warnings in the same log point at pool pages still in flight: before "
+                         "ee62ce7a1d90 (v6.15) a destroyed pool keeps its pages mapped until they return, and their "
+                         "late unmap can hit a device whose IOMMU domain is gone")
+            out.append(text)
+        elif r.kind == "dma_api":
+            out.append(f"line {r.line}: DMA-API error: {r.message}")
+    for r in pools:
+        pid = "" if r.pool_id is None else f" {r.pool_id}"
+        out.append(f"line {r.line}: page_pool{pid} destroyed {r.stalled_s} s ago still has {r.inflight} page(s) "
+                   "in flight (held by sockets, XDP or skbs); they stay DMA-mapped until returned")
+    return out
+
+
 def _dedupe(objects: list[KmemleakObject]) -> tuple[list[KmemleakObject], list[str]]:
     """One record per address: repeated reads of the debugfs file print the same object again."""
     index: dict[int, int] = {}
@@ -483,4 +519,4 @@ def diagnose(data: str | bytes, *, path: str | None = None, kernel: str | None =
         notes.append(f"skipped {count} line(s): {reason}")
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     lines = {i: t.rstrip() for i, t in enumerate(text.replace("\r\n", "\n").split("\n"), 1)}
-    return LeakDiagnosis(path, facts, objs, chains, dma, notes, lines)
+    return LeakDiagnosis(path, facts, objs, chains, dma, notes, lines, assess_dma_debug(dma))

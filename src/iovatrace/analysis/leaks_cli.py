@@ -90,6 +90,7 @@ def diagnosis_json(diag: LeakDiagnosis, correlation: dict[str, Any] | None = Non
              "warn_location": r.warn_location}
             for r in diag.dma_debug
         ],
+        "dma_assessment": diag.dma_assessment,
         "notes": diag.notes,
     }
     if correlation is not None:
@@ -195,6 +196,7 @@ def render_text(diag: LeakDiagnosis, correlation: dict[str, Any] | None = None) 
         if rows:
             out += _table(rows, ["device", "driver", "kind", "count", "device address", "size", "direction",
                                  "mapped as", "page_pool", "line"])
+        out += [f"  - {a}" for a in diag.dma_assessment]
     if correlation is not None:
         from .leaks_trace import render_correlation
 
