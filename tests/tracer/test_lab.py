@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from iovatrace.errors import CaptureError
-from iovatrace.tracer.lab_run import _apt_opts, _download, check_tools, resolve_package, run_lab
+from iovatrace.tracer.lab_run import check_tools, fetch_kernel_package, run_lab
 from iovatrace.tracer.probes import parse_kprobe_line
 from iovatrace.tracer.tracefs import parse_kprobe_profile
 
@@ -34,8 +34,7 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     work = Path(os.environ.get("IOVATRACE_LAB_CACHE") or tmp_path_factory.mktemp("labcache"))
     t0 = time.monotonic()
     try:
-        opts = _apt_opts(None, work, print)
-        _download(resolve_package(None, opts), opts, work, print)
+        fetch_kernel_package(None, None, work, print)
     except CaptureError as exc:
         pytest.skip(f"the kernel package cannot be had here: {exc}")
     out = tmp_path_factory.mktemp("lab") / "out"

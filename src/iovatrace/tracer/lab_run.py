@@ -38,7 +38,8 @@ from pathlib import Path
 
 from ..errors import CaptureError
 
-__all__ = ["LabResult", "run_lab", "default_work_dir", "derive_sources", "resolve_package", "check_tools"]
+__all__ = ["LabResult", "run_lab", "fetch_kernel_package", "default_work_dir", "derive_sources", "resolve_package",
+           "check_tools", "build_initramfs", "kvm_usable"]
 
 GUEST_MODULES = ("e1000e", "nvme", "virtio_pci", "9p", "9pnet_virtio")
 TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static", "cpio": "cpio",
@@ -192,6 +193,28 @@ def _download(pkg: str, opts: list[str], work: Path, log: Callable[[str], None])
     if not have:
         raise CaptureError(f"apt-get download {pkg} left no {pkg}_*_amd64.deb in {debs}")
     return have[-1]
+
+
+def fetch_kernel_package(package: str | None, suite: str | None, work: Path,
+                         log: Callable[[str], None] = print) -> tuple[str, Path]:
+    """Resolve and download (or find in the cache) the kernel image package.
+
+    Returns:
+        (package name, path of its .deb).
+
+    Raises:
+        CaptureError: apt cannot resolve or download it.
+    """
+    opts = _apt_opts(suite, work, log)
+    try:
+        pkg = resolve_package(package, opts)
+    except CaptureError:
+        if opts or os.geteuid() != 0:
+            raise
+        log("lab: apt does not know the package: apt-get update")  # fresh containers ship without package lists
+        _run(["apt-get", "-q", "update"], "apt-get update")
+        pkg = resolve_package(package, opts)
+    return pkg, _download(pkg, opts, work, log)
 
 
 def _unpack(deb: Path, work: Path) -> tuple[Path, str]:
@@ -464,9 +487,7 @@ def run_lab(*, package: str | None = None, suite: str | None = None, mode: str =
     work = Path(work_dir) if work_dir else default_work_dir()
     work.mkdir(parents=True, exist_ok=True)
     out = Path(out_dir)
-    opts = _apt_opts(suite, work, log)
-    pkg = resolve_package(package, opts)
-    deb = _download(pkg, opts, work, log)
+    pkg, deb = fetch_kernel_package(package, suite, work, log)
     timings["download"] = time.monotonic() - t0
     t = time.monotonic()
     kdir, kver = _unpack(deb, work)

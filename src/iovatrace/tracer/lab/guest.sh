@@ -17,7 +17,7 @@ i=0; while [ $i -lt 40 ]; do
 echo "LAB: eth0 carrier=$(cat /sys/class/net/eth0/carrier 2>/dev/null) nvme=$(ls /dev/nvme0n1 2>&1)"
 for g in /sys/kernel/iommu_groups/*; do echo "$(basename $g) $(cat $g/type) $(ls $g/devices | tr '\n' ' ')"; done > $O/iommu_groups.txt
 [ -x /mnt/aioburst ] && cp /mnt/aioburst /tmp/aioburst && chmod +x /tmp/aioburst
-OPTS="-o /tmp/trace.dat -b $BUF"; [ "${LAB_text:-0}" = 1 ] && OPTS="$OPTS -t"
+mkdir -p /tmp/rec; OPTS="-o /tmp/rec/trace.dat -b $BUF"; [ "${LAB_text:-0}" = 1 ] && OPTS="$OPTS -t"
 [ $W = stress ] && OPTS="$OPTS -e cpuhp"
 T0=$(cut -d' ' -f1 /proc/uptime)
 sh /mnt/iovatrace-record.sh $OPTS -- sh /mnt/workload-$W.sh > $O/record.log 2>&1
@@ -25,7 +25,7 @@ echo "LAB: recorder rc=$? after $(cut -d' ' -f1 /proc/uptime) - $T0 s"
 for g in /sys/kernel/iommu_groups/*; do echo "$(basename $g) $(cat $g/type) $(ls $g/devices | tr '\n' ' ')"; done > $O/iommu_groups_after.txt
 cat /sys/kernel/tracing/kprobe_events > $O/kprobe_events_after_restore.txt
 cat /sys/kernel/tracing/set_event > $O/set_event_after_restore.txt
-for f in /tmp/trace*; do cp $f $O/; done
+cp /tmp/rec/* $O/   # trace.dat (+ trace.txt) and the recorder's sidecars
 dmesg > $O/dmesg.txt
 ls -la $O
 sync
