@@ -378,3 +378,15 @@ def test_dma_debug_assessment_with_and_without_page_pool() -> None:
     assert "ee62ce7a1d90" not in only
     both = diagnose(pending + pool, path="p").dma_assessment
     assert len(both) == 2 and "ee62ce7a1d90" in both[0] and "4032 page(s) in flight" in both[1]
+
+
+def test_hashed_addresses_do_not_override_a_linked_depot() -> None:
+    # %pK prints hashed values when kptr_restrict=0, so hashing is weak evidence next to magazines that link.
+    objs = [mag(A, B, PF), mag(B, 0, PF)]
+    for o in objs:
+        o.frames = [KmemleakFrame(f.symbol, f.offset, f.size, None, None, "hashed", f"{0x1b204ddf + i:016x}", None,
+                                  None, False, "") for i, f in enumerate(o.frames)]
+    d = _diag(objs, "<=6.7")
+    assert d.kernel.label == "6.7" and any(h.startswith("ignored") and "hashed" in h for h in d.kernel.how)
+    (ch,) = d.chains
+    assert ch.verdict == "transient_false_positive"

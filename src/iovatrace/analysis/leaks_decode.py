@@ -202,29 +202,32 @@ def infer_kernel(objects: list[KmemleakObject], kernel: str | None = None) -> Ke
         narrow((6, 8), (6, 12), "'backtrace (crc …)' with a '[<addr>]' column: kmemleak 6.8-6.12")
     if ">=6.13" in fmts:
         narrow((6, 12), (99, 99), "no '[<addr>]' column: kmemleak 6.13+ (or 6.12-stable)")
-    kinds = {f.address_kind for o in objects for f in o.frames}
-    if "hashed" in kinds:
-        narrow((4, 15), (6, 1), "hashed '[<%p>]' frame addresses: 4.15-6.1")
+    # Strong evidence first (what the objects are and how they link), weak last (how addresses were printed):
+    # a narrowing that contradicts what is already known is reported and ignored.
     mags = [o for o in objects if _caller(o, _MAG_CALLERS)]
     sizes = {o.size for o in mags}
     if 1024 in sizes and 2048 not in sizes:
         narrow((6, 0), (99, 99), "1024-byte magazines: IOVA_MAG_SIZE 127 (6.0+)")
     elif 2048 in sizes and 1024 not in sizes:
         narrow((0, 0), (5, 19), "2048-byte magazines: IOVA_MAG_SIZE 128 (up to 5.19)")
-    real64 = any(f.address_kind == "real" and len(f.address_text or "") == 16 for o in objects for f in o.frames)
-    if real64 and "hashed" not in kinds and lo >= (4, 15):
-        # Unhashed 64-bit addresses mean %pK (6.2+) once hashing (4.15) is ruled out.
-        narrow((6, 2), (99, 99), "real '[<addr>]' frame addresses (%pK): 6.2+")
-    allocs = {s for o in mags for s in _symbols(o)[:3]}
-    if allocs & set(_CACHE_ALLOCS) and 1024 in sizes:
-        narrow((6, 9), (99, 99), "magazines from kmem_cache_alloc: named cache iommu_iova_magazine (6.9+)")
-    elif allocs & {"kmalloc_trace", "__kmem_cache_alloc_node"}:
-        narrow((6, 1), (6, 8), "magazines from kmalloc_trace: kmalloc'd magazines of the 6.1-6.8 allocator")
     addrs = {o.address for o in mags}
     linked = sum(1 for o in mags if o.words() and o.words()[0] in addrs)
     if linked:
         narrow((6, 7), (99, 99), f"{linked} magazine(s) whose first word points at another reported magazine: "
                                  "the linked-list depot (911aa1245da8, 6.7+)")
+    allocs = {s for o in mags for s in _symbols(o)[:3]}
+    if allocs & set(_CACHE_ALLOCS) and 1024 in sizes:
+        narrow((6, 9), (99, 99), "magazines from kmem_cache_alloc: named cache iommu_iova_magazine (6.9+)")
+    elif allocs & {"kmalloc_trace", "__kmem_cache_alloc_node"}:
+        narrow((6, 1), (6, 8), "magazines from kmalloc_trace: kmalloc'd magazines of the 6.1-6.8 allocator")
+    kinds = {f.address_kind for o in objects for f in o.frames}
+    if "hashed" in kinds:
+        # %p hashing (4.15-6.1); later %pK also hashes when kptr_restrict=0, so this is weak evidence.
+        narrow((4, 15), (6, 1), "hashed '[<%p>]' frame addresses: 4.15-6.1 (or %pK with kptr_restrict=0)")
+    real64 = any(f.address_kind == "real" and len(f.address_text or "") == 16 for o in objects for f in o.frames)
+    if real64 and "hashed" not in kinds and lo >= (4, 15):
+        # Unhashed 64-bit addresses mean %pK (6.2+) once hashing (4.15) is ruled out.
+        narrow((6, 2), (99, 99), "real '[<addr>]' frame addresses (%pK): 6.2+")
     profs = _profiles_in(lo, hi)
     if not profs:  # only possible with contradictions already ignored; fall back to everything
         profs, lo, hi = list(PROFILES), (0, 0), (99, 99)
