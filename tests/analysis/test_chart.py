@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from iovatrace.analysis.report import CHARTS, build_charts, write_report
+from iovatrace.analysis.report import CHARTS, build_charts, write_html
 from iovatrace.cli import cli
 
 
@@ -49,7 +49,7 @@ def lazy_report(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     tables = open_trace(shared_data / "traces-lab" / "lazy_v7" / "trace.dat").read_tables()
     results = build_charts(tables, subtitle="lazy_v7/trace.dat")
     out = tmp_path_factory.mktemp("chart")
-    index = write_report(out, results, title="lazy_v7/trace.dat")
+    index = write_html(out, results, title="lazy_v7/trace.dat")
     return results, out, index
 
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from .style import TIME_LABEL, color_for, empty_note, finish_axes, new_figure, thin_steps
 
@@ -29,6 +29,7 @@ __all__ = [
     "plot_iova_gaps",
     "plot_rcache_hit_rate",
     "plot_magazines",
+    "plot_replay_state",
 ]
 
 #: Size bins in increasing order (labels of :func:`iovatrace.analysis.frames.size_bin_label`).
@@ -283,4 +284,37 @@ def plot_magazines(df: pl.DataFrame, *, subtitle: str | None = None) -> Figure:
     if not series:
         empty_note(axes[0], "no magazine events in this trace")
     axes[-1].set_xlabel(TIME_LABEL)
+    return fig
+
+
+def plot_replay_state(df: pl.DataFrame, *, labels: dict[str, str] | None = None, subtitle: str | None = None) -> Figure:
+    """The replayed allocator state per domain: allocated ranges, rcache-held pfns, depot magazines.
+
+    Args:
+        df: :func:`~iovatrace.analysis.frames_replay.df_replay_timeline` output.
+        labels: readable domain names.
+        subtitle: optional footer line.
+
+    Returns:
+        A three-panel figure sharing the time axis.
+    """
+    fig, (ax1, ax2, ax3) = new_figure("Replayed IOVA allocator state per domain", nrows=3, sharex=True,
+                                      size=(10, 7.6), subtitle=subtitle)
+    doms = _groups(df, "iovad")
+    for dom in doms:
+        s = df.filter(pl.col("iovad") == dom)
+        c = color_for(dom, doms)
+        lab = (labels or {}).get(dom, dom)
+        t = s["time_s"].to_numpy()
+        ax1.step(t, s["live"].to_numpy(), where="post", color=c, label=lab)
+        ax2.step(t, s["cached"].to_numpy(), where="post", color=c, label=lab)
+        ax3.step(t, s["depot"].to_numpy(), where="post", color=c, label=lab)
+    if not doms:
+        empty_note(ax1, "no replay state")
+    finish_axes(ax1, xlabel="", ylabel="ranges", legend_title="IOVA domain (devices)",
+                title="allocated in the rbtree, not in a magazine (mapped or queued; lower bound for domains "
+                      "created before the trace)")
+    finish_axes(ax2, xlabel="", ylabel="pfns", legend=False, title="held by rcache magazines (loaded, prev, depot)")
+    ax3.yaxis.set_major_locator(MaxNLocator(integer=True))
+    finish_axes(ax3, xlabel=TIME_LABEL, ylabel="magazines", legend=False, title="magazines in the depot")
     return fig

@@ -8,9 +8,9 @@ the recorder option), a chart whose events exist but hold nothing to draw (a str
 timer) is skipped with "no data", and every other chart is drawn. :func:`write_report` saves the figures and writes
 ``index.html`` with the replay summary, the findings table and the skipped charts and why.
 
-Entry points: :func:`run_chart` is ``iovatrace chart TRACE -o DIR``; :func:`write_replay_report` is what
-``replay TRACE --report DIR`` calls (from :func:`iovatrace.replay.commands.run_replay`) with the tables it already
-read and the replay's summary and findings.
+Entry points: :func:`run_chart` is ``iovatrace chart TRACE -o DIR``; :func:`write_report` is what
+``replay TRACE --report DIR`` calls (from :func:`iovatrace.replay.commands.run_replay`) with the replay result
+(and, best, ``trace=`` so the event charts join the replay's). :func:`write_html` writes the files.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from matplotlib.figure import Figure
 
 from ..errors import MissingEventsError
 from . import frames, frames_flush, frames_iova, plots, plots_flush
-from .frames_replay import df_findings
+from .frames_replay import df_findings, df_replay_timeline, replay_summary_rows
 from .requires import requirements_of
 from .style import save_figure
 from .tables import EventTables
 
-__all__ = ["Chart", "ChartResult", "CHARTS", "needed_events", "build_charts", "write_report", "run_chart",
-           "write_replay_report"]
+__all__ = ["Chart", "ChartResult", "CHARTS", "needed_events", "build_charts", "replay_charts", "write_html",
+           "write_report", "run_chart"]
 
 
 @dataclass(frozen=True)
@@ -210,9 +210,9 @@ def _findings_html(findings: pl.DataFrame | None, limit: int = 200) -> str:
     return "".join(parts)
 
 
-def write_report(out_dir: str | os.PathLike[str], results: Sequence[ChartResult], *, title: str,
-                 summary: Mapping[str, Any] | None = None, findings: pl.DataFrame | None = None,
-                 notes: Sequence[str] = ()) -> Path:
+def write_html(out_dir: str | os.PathLike[str], results: Sequence[ChartResult], *, title: str,
+               summary: Mapping[str, Any] | None = None, findings: pl.DataFrame | None = None,
+               notes: Sequence[str] = ()) -> Path:
     """Save drawn charts as PNG and SVG and write ``index.html``.
 
     Args:
@@ -256,53 +256,96 @@ def write_report(out_dir: str | os.PathLike[str], results: Sequence[ChartResult]
     return index
 
 
-def write_replay_report(out_dir: str | os.PathLike[str], tables: EventTables, *, title: str,
-                        summary: Mapping[str, Any] | None = None, findings: Iterable[Any] | None = None,
-                        notes: Sequence[str] = ()) -> Path:
-    """The report after a replay: what ``replay TRACE --report DIR`` writes.
-
-    Called by :func:`iovatrace.replay.commands.run_replay` with the event tables it read, its summary dict and
-    its :class:`~iovatrace.replay.findings.Finding` list.
+def replay_charts(result: Any, *, subtitle: str | None = None,
+                  labels: Mapping[str, str] | None = None) -> list[ChartResult]:
+    """The charts of a replay's own output: findings over time and the replayed allocator state.
 
     Args:
-        out_dir: directory to write into.
-        tables: the trace's event tables.
-        title: page heading (the trace path or name).
-        summary: the replay summary (JSON-ready dict).
-        findings: the replay's findings.
+        result: a :class:`~iovatrace.replay.driver.ReplayResult`.
+        subtitle: footer line of the charts.
+        labels: readable IOVA-domain names.
+
+    Returns:
+        Chart results for ``findings`` and ``replay_state`` (skipped with a reason when there is nothing).
+    """
+    fdf = df_findings(getattr(result, "findings", []) or [])
+    fchart = Chart("findings", lambda _t: fdf, plots_flush.plot_findings,
+                   "Replay findings over trace time, one row per kind, marked by severity.")
+    out = [ChartResult(fchart, frame=fdf)]
+    if fdf.is_empty():
+        out[0].skipped = "the replay reported no findings"
+    else:
+        out[0].figure = plots_flush.plot_findings(fdf, subtitle=subtitle)
+    tl = df_replay_timeline(result)
+    tchart = Chart("replay_state", lambda _t: tl, plots.plot_replay_state,
+                   "The replayed allocator per domain: ranges allocated and not cached, pfns held in rcache "
+                   "magazines, magazines in the depot (sampled every 10 ms of trace time).")
+    res = ChartResult(tchart, frame=tl)
+    if tl.is_empty():
+        res.skipped = "the replay kept no state timeline (run it with a timeline, as `iovatrace chart` does)"
+    else:
+        res.figure = plots.plot_replay_state(tl, labels=labels, subtitle=subtitle)
+    out.append(res)
+    return out
+
+
+def write_report(result: Any, report_dir: str | os.PathLike[str], *, trace: str | None = None,
+                 tables: EventTables | None = None, notes: Sequence[str] = ()) -> Path:
+    """The report of a replay: what ``replay TRACE --report DIR`` writes (and ``iovatrace chart``).
+
+    :func:`iovatrace.replay.commands.run_replay` calls ``write_report(res, report_dir)``; passing
+    ``trace=TRACE`` as well adds every chart of the trace's events (without it only the replay's own charts,
+    summary and findings can be drawn, since a result does not keep the event tables).
+
+    Args:
+        result: the :class:`~iovatrace.replay.driver.ReplayResult`, or ``None`` when the replay could not run.
+        report_dir: directory to write into.
+        trace: the trace file, to chart its events too.
+        tables: its event tables if already read (saves reading ``trace`` again).
         notes: extra lines for the top of the page.
 
     Returns:
         The path of ``index.html``.
+
+    Raises:
+        TraceFormatError: when ``trace`` cannot be read.
     """
-    fdf = df_findings(findings) if findings is not None else None
-    results = build_charts(tables, subtitle=title)
-    if fdf is not None and not fdf.is_empty():
-        from .plots_flush import plot_findings
+    notes = list(notes)
+    if tables is None and trace is not None:
+        from ..parsers import open_trace
 
-        chart = Chart("findings", lambda _t: fdf, plot_findings, "Replay findings over trace time, by kind and severity.")
-        results.insert(0, ChartResult(chart, figure=plot_findings(fdf, subtitle=title), frame=fdf))
-    return write_report(out_dir, results, title=title, summary=summary, findings=fdf, notes=notes)
+        tables = open_trace(trace).read_tables()
+    name = trace or (getattr(result, "extras", {}) or {}).get("trace") or "trace"
+    title = _title(name)
+    labels = frames_iova.iovad_labels(tables) if tables is not None else {}
+    results: list[ChartResult] = []
+    summary = None
+    fdf = None
+    if result is not None:
+        from ..replay.summary import result_to_dict
+
+        summary = replay_summary_rows(result_to_dict(result))
+        results.extend(replay_charts(result, subtitle=title, labels=labels))
+        fdf = results[0].frame
+    if tables is not None:
+        results.extend(build_charts(tables, subtitle=title))
+    else:
+        notes.append("Only the replay's own charts: the event charts need the trace (write_report(..., trace=...)).")
+    return write_html(report_dir, results, title=title, summary=summary, findings=fdf, notes=notes)
 
 
-def _replay(trace: str, tables: EventTables, kernel: str | None) -> tuple[dict[str, Any] | None, list[Any] | None,
-                                                                         str | None]:
-    """Run the replay if the replay package provides a library entry point; never fail the chart command."""
-    try:
-        from ..replay import driver  # type: ignore[attr-defined]
-    except ImportError:
-        return None, None, "The replay driver is not available in this installation; charts use the parsed events."
-    run = getattr(driver, "replay_tables", None)
-    if run is None:
-        return None, None, "The replay driver offers no replay_tables(); charts use the parsed events."
-    result = run(tables, kernel=kernel)
-    summary = getattr(result, "summary", None)
-    summary = summary() if callable(summary) else summary
-    return summary, list(getattr(result, "findings", []) or []), None
+def _title(path: str) -> str:
+    """``folder/file`` of a trace path: enough to tell the lab's traces apart."""
+    ap = os.path.abspath(path)
+    parent = os.path.basename(os.path.dirname(ap))
+    return f"{parent}/{os.path.basename(ap)}" if os.path.exists(ap) and parent else os.path.basename(path)
 
 
 def run_chart(trace: str, out_dir: str, *, kernel: str | None = None) -> Path:
     """``iovatrace chart TRACE -o DIR``: every chart TRACE supports (PNG, SVG) and ``DIR/index.html``.
+
+    The trace is replayed first (with a 10 ms state timeline) for the summary, the findings and the replayed
+    state; if the replay cannot run (an unknown kernel profile, say) the page says why and shows the event charts.
 
     Args:
         trace: trace.dat or ftrace text.
@@ -317,22 +360,26 @@ def run_chart(trace: str, out_dir: str, *, kernel: str | None = None) -> Path:
     """
     import click
 
+    from ..errors import IovatraceError, InputError
     from ..parsers import open_trace
 
-    tr = open_trace(trace)
-    tables = tr.read_tables()
-    title = os.path.basename(os.path.dirname(os.path.abspath(trace))) + "/" + os.path.basename(trace)
-    summary, findings, note = _replay(trace, tables, kernel)
-    fdf = df_findings(findings) if findings is not None else None
-    results = build_charts(tables, subtitle=title)
-    if fdf is not None and not fdf.is_empty():
-        chart = Chart("findings", lambda _t: fdf, plots_flush.plot_findings,
-                      "Replay findings over trace time, by kind and severity.")
-        results.insert(0, ChartResult(chart, figure=plots_flush.plot_findings(fdf, subtitle=title), frame=fdf))
-    index = write_report(out_dir, results, title=title, summary=summary, findings=fdf, notes=[note] if note else [])
-    drawn = [r for r in results if r.figure is not None]
+    tables = open_trace(trace).read_tables()
+    result, notes = None, []
+    try:
+        from ..replay.commands import replay_trace
+
+        result = replay_trace(trace, kernel=kernel, timeline_ns=10_000_000)
+    except InputError:
+        raise
+    except (IovatraceError, ImportError) as exc:
+        notes.append(f"The replay did not run: {exc}")
+    index = write_report(result, out_dir, trace=trace, tables=tables, notes=notes)
+    drawn = sorted(p.stem for p in Path(out_dir).glob("*.png"))
     click.echo(f"{index}: {len(drawn)} charts (PNG and SVG)")
-    for r in results:
-        if r.figure is None:
-            click.echo(f"  skipped {r.chart.name}: {r.skipped}")
+    for n in notes:
+        click.echo(f"  {n}")
     return index
+
+
+# Older name kept for callers written against the first version of this module.
+write_replay_report = write_report

@@ -113,8 +113,9 @@ def finish_axes(ax: Axes, *, xlabel: str, ylabel: str, title: str | None = None,
     if legend:
         handles, labels = ax.get_legend_handles_labels()
         if handles:
-            ax.legend(handles, labels, title=legend_title, fontsize=RC["legend.fontsize"], frameon=False,
-                      loc="best")
+            # A light frame keeps the legend readable where it has to sit on top of lines.
+            ax.legend(handles, labels, title=legend_title, fontsize=RC["legend.fontsize"], frameon=True,
+                      framealpha=0.85, edgecolor="none", loc="best")
 
 
 def color_for(name: str, order: list[str] | None = None) -> str:
