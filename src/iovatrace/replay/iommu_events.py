@@ -480,8 +480,17 @@ class IommuLayer:
         self.stats.iommu_unmap += 1
         return []
 
-    def _on_dma_map(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _switch_to_dma_ledger(self) -> None:
+        # the first dma:* event: from now on the tracepoints (exact, named) feed the ledger; drop what the kprobes
+        # put there so far, since their unmaps will no longer be applied
         self.dma_ledger = True
+        led = self.topology.ledger
+        for dev in list(led.by_device):
+            led.by_device[dev] = {a: m for a, m in led.by_device[dev].items() if m.exact}
+
+    def _on_dma_map(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        if not self.dma_ledger:
+            self._switch_to_dma_ledger()
         dev = str(f.get("device"))
         fn = _fn(ev.name)
         owner = self._pool_ctx.pop(ev.cpu, None)
@@ -501,7 +510,8 @@ class IommuLayer:
                                                 _int(f["phys_addr"]) if "phys_addr" in f else None, owner))
 
     def _on_dma_unmap(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
-        self.dma_ledger = True
+        if not self.dma_ledger:
+            self._switch_to_dma_ledger()
         dev = str(f.get("device"))
         fn = _fn(ev.name)
         if fn == "dma_unmap_sg":
