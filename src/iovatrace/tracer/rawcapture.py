@@ -72,8 +72,13 @@ def _drain(path: Path, page_size: int) -> bytes:
     return b"".join(chunks)
 
 
-def capture_raw(tfs: TraceFS, plan: ProbePlan) -> RawCapture:
+def capture_raw(tfs: TraceFS, plan: ProbePlan, kallsyms: str | None = None) -> RawCapture:
     """Drain the ring buffer and read the metadata of every event the plan enabled (plus ftrace's own).
+
+    Args:
+        tfs: the tracefs (tracing already off).
+        plan: what was enabled.
+        kallsyms: kallsyms file to embed (default /proc/kallsyms).
 
     Raises:
         CaptureError: a file tracefs must have is missing or unreadable.
@@ -87,12 +92,17 @@ def capture_raw(tfs: TraceFS, plan: ProbePlan) -> RawCapture:
         if d.is_dir():
             cap.formats[s] = [f.read_text(encoding="utf-8", errors="replace")
                               for f in sorted(d.glob("*/format"))]
-    cap.kallsyms = Path("/proc/kallsyms").read_text() if tfs.kernel else tfs.read("kallsyms", "")
+    try:
+        cap.kallsyms = Path(kallsyms or "/proc/kallsyms").read_text(errors="replace")
+    except OSError:
+        cap.kallsyms = ""  # optional in a trace.dat: only symbolic call sites need it
     cap.printk_formats = tfs.read("printk_formats", "")
     cap.cmdlines = tfs.read("saved_cmdlines", "")
     clock = tfs.read("trace_clock", "[local]")
     cap.clock = clock.split("[", 1)[1].split("]", 1)[0] if "[" in clock else "local"
-    cap.uname = os.uname().release if tfs.kernel else plan.release
+    u = os.uname()
+    release = u.release if tfs.kernel else plan.release.split()[0]
+    cap.uname = f"{u.sysname} {u.nodename} {release} {u.version if tfs.kernel else '#1'} {u.machine}"
     cpus = sorted((p for p in tfs.path("per_cpu").glob("cpu*") if p.name[3:].isdigit()),
                   key=lambda p: int(p.name[3:])) if tfs.exists("per_cpu") else []
     cap.cpu_data = [_drain(p / "trace_pipe_raw", page_size) if (p / "trace_pipe_raw").exists() else b""
@@ -101,27 +111,38 @@ def capture_raw(tfs: TraceFS, plan: ProbePlan) -> RawCapture:
 
 
 def writer_available() -> bool:
-    """Does this installation have the project's trace.dat writer (``parsers.writer.write_raw_capture``)?"""
+    """Does this installation have the project's trace.dat writer (``parsers.writer.write_pages``)?"""
     try:
-        from ..parsers import writer  # type: ignore[attr-defined]
+        from ..parsers import writer
     except ImportError:
         return False
-    return hasattr(writer, "write_raw_capture")
+    return hasattr(writer, "write_pages")
 
 
-def write_capture(cap: RawCapture, out: Path) -> None:
-    """Write a trace.dat from a capture with the project's writer.
+def write_capture(cap: RawCapture, out: Path, *, version: int = 7, compression: str = "zstd") -> Path:
+    """Write a trace.dat (v7 + zstd by default, as trace-cmd 3.x does) from a capture with the project's writer.
 
     Raises:
-        CaptureError: the writer is not available in this installation.
+        CaptureError: the writer is not available, or refuses the capture (e.g. a torn page).
     """
-    try:
-        from ..parsers import writer  # type: ignore[attr-defined]
-    except ImportError as exc:
+    if not writer_available():
         raise CaptureError("Cannot write trace.dat without trace-cmd: iovatrace.parsers.writer is not available "
-                           "in this installation (install trace-cmd)") from exc
-    fn = getattr(writer, "write_raw_capture", None)
-    if fn is None:
-        raise CaptureError("Cannot write trace.dat without trace-cmd: iovatrace.parsers.writer has no "
-                           "write_raw_capture() (install trace-cmd)")
-    fn(cap, out)
+                           "in this installation (install trace-cmd)")
+    from ..parsers import writer
+
+    ps = cap.page_size
+    pages: dict[int, list[bytes]] = {}
+    for cpu, data in enumerate(cap.cpu_data):
+        if len(data) % ps:
+            # trace_pipe_raw hands out whole sub-buffers; a tail means a short read: pad it rather than drop it
+            data = data + bytes(ps - len(data) % ps)
+        pages[cpu] = [data[i:i + ps] for i in range(0, len(data), ps)]
+    event_formats = {s: f for s, f in cap.formats.items() if s != "ftrace"}
+    try:
+        return writer.write_pages(out, pages, event_formats=event_formats, ftrace_formats=cap.formats.get("ftrace", []),
+                                  header_page=cap.header_page or None, header_event=cap.header_event or
+                                  writer.HEADER_EVENT, kallsyms=cap.kallsyms, printk=cap.printk_formats,
+                                  cmdlines=cap.cmdlines, version=version, compression=compression, page_size=ps,
+                                  cpus=max(len(cap.cpu_data), 1), clock=cap.clock, uname=cap.uname)
+    except ValueError as exc:
+        raise CaptureError(f"{out}: cannot write the captured ring buffer: {exc}") from exc

@@ -247,7 +247,7 @@ def record(out: str | Path = "trace.dat", *, command: list[str] | None = None, d
                 if backend == "trace-cmd":
                     _trace_cmd(tfs, plan, out, command, duration, buffer_kb, text, side, log)
                 else:
-                    _raw(tfs, plan, out, command, duration, buffer_kb, text, side, log)
+                    _raw(tfs, plan, out, command, duration, buffer_kb, text, side, log, kallsyms)
             except _Stop as stop:
                 res.stopped_by = stop.signum
                 log(f"stopped by signal {stop.signum}; cleaning up")
@@ -321,7 +321,8 @@ def _trace_cmd(tfs: TraceFS, plan: ProbePlan, out: Path, command: list[str] | No
 
 
 def _raw(tfs: TraceFS, plan: ProbePlan, out: Path, command: list[str] | None, duration: float | None,
-         buffer_kb: int, text: bool, side: dict[str, Path], log: Callable[[str], None]) -> None:
+         buffer_kb: int, text: bool, side: dict[str, Path], log: Callable[[str], None],
+         kallsyms: str | None) -> None:
     tfs.write("buffer_size_kb", str(buffer_kb))
     for t in plan.tracepoints:
         if t.filter:
@@ -341,7 +342,7 @@ def _raw(tfs: TraceFS, plan: ProbePlan, out: Path, command: list[str] | None, du
                 # the text of the run (non-consuming read); without the writer it is the trace itself
                 shutil.copyfile(tfs.path("trace"), side["text"])
             if writer_available():
-                write_capture(capture_raw(tfs, plan), out)
+                write_capture(capture_raw(tfs, plan, kallsyms), out)
             else:
                 log(f"warning: no trace.dat writer in this installation and no trace-cmd: the events are saved as "
                     f"ftrace text in {side['text']} (iovatrace reads it like a trace.dat)")
