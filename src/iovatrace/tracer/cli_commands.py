@@ -76,7 +76,8 @@ def _write_script(path: str, text: str) -> None:
 @click.option("--duration", type=float, default=None, help="Seconds to record (with COMMAND: a time limit).")
 @click.option("--tracefs", "tracefs", type=click.Path(exists=True, file_okay=False),
               help="tracefs directory (default: the mounted one).")
-@click.option("--kallsyms", type=click.Path(exists=True, dir_okay=False), help="kallsyms file (default /proc/kallsyms).")
+@click.option("--kallsyms", type=click.Path(exists=True, dir_okay=False),
+              help="kallsyms file (default /proc/kallsyms).")
 @click.option("--kernel", "release", help="Kernel release the probes are for (default: running kernel).")
 @click.option("--arch", type=click.Choice(["x86_64", "arm64"]), default=None)
 @click.option("--backend", type=click.Choice(["auto", "trace-cmd", "raw"]), default="auto", show_default=True,

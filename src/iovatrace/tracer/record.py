@@ -13,9 +13,9 @@ Theory of operation
    * ``raw`` (no trace-cmd, or a tracefs that is not the system's): enable events through ``set_event``, run,
      then read ``per_cpu/cpuN/trace_pipe_raw`` and the metadata files and hand them to the project's trace.dat
      writer (``iovatrace.parsers.writer``).
-4. **Sidecars** beside the trace (:func:`sidecar_paths`): ``kprobe_events.txt`` (as the kernel listed them: the replay's adapter
-   reads them), ``kprobe_profile.before.txt`` / ``kprobe_profile.txt`` (hits and misses: kprobes hit while
-   another kprobe runs on the CPU are dropped, and the replay must know how many) and ``probes.json``
+4. **Sidecars** beside the trace (:func:`sidecar_paths`): ``kprobe_events.txt`` (as the kernel listed them: the
+   replay's adapter reads them), ``kprobe_profile.before.txt`` / ``kprobe_profile.txt`` (hits and misses: kprobes
+   hit while another kprobe runs on the CPU are dropped, and the replay must know how many) and ``probes.json``
    (plan, warnings, per-probe hit/miss deltas).
 5. **Restore** in a ``finally`` with SIGINT/SIGTERM/SIGHUP turned into a clean stop: a signal ends the recording
    (trace-cmd gets SIGINT and finishes its file), then everything is put back, and further signals are ignored

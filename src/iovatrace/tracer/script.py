@@ -73,7 +73,8 @@ restore() {
 trap 'restore; exit 130' INT TERM HUP
 echo > $T/error_log 2>/dev/null
 while read -r l; do
-  echo "$l" >> $T/kprobe_events 2>/dev/null || say "kernel refused: $l ($(tail -n 2 $T/error_log 2>/dev/null | tr '\n' ' '))"
+  echo "$l" >> $T/kprobe_events 2>/dev/null ||
+    say "kernel refused: $l ($(tail -n 2 $T/error_log 2>/dev/null | tr '\n' ' '))"
 done <<'IOVATRACE_KPROBES'
 """
 
@@ -85,7 +86,8 @@ for g in $GROUPS; do [ -d $T/events/$g ] && EV="$EV -e $g"; done
 if [ "$KMEM" = 1 ] && [ -e $SLABDIR/iommu_iova_magazine ] && [ -d $T/events/kmem/kmem_cache_alloc ]; then
   R=$(sort $KALLSYMS | awk -v fns="$IOVAFN" 'BEGIN{n=split(fns,a," "); for(i=1;i<=n;i++) w[a[i]]=1}
       {addr[NR]=$1} $2 ~ /^[tT]$/ && NF==3 && ($3 in w) { if (!lo) lo=NR; hi=NR }
-      END{ if (!lo) exit 1; for (j=hi+1; j<=NR; j++) if (addr[j] != addr[hi]) { print "0x" addr[lo], "0x" addr[j]; exit 0 }
+      END{ if (!lo) exit 1
+           for (j=hi+1; j<=NR; j++) if (addr[j] != addr[hi]) { print "0x" addr[lo], "0x" addr[j]; exit 0 }
            exit 1 }')
   if [ -n "$R" ]; then
     LO=${R% *}; HI=${R#* }
