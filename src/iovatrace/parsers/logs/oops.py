@@ -200,6 +200,16 @@ def _starts_ignored(text: str) -> bool:
     return any(r.search(text) for r in rules.REPORT_START_IGNORES)
 
 
+def _ends_report(ln: _Line, own_extra: rules.OopsGroup | None) -> bool:
+    """Whether a line inside a report starts another one (syzkaller's rule, plus our extra headers)."""
+    if ln.groups:
+        if not _starts_ignored(ln.text):
+            return True
+    elif ln.extra is not None and (ln.extra.header in rules.EXTRA_ENDS_REPORT or ln.extra is own_extra):
+        return True
+    return any(m in ln.text for m in rules.INFO_MESSAGES_WITH_STACK)
+
+
 @dataclass
 class _Collected:
     title_lines: list[int]  # indexes of lines in the title text
@@ -212,7 +222,9 @@ def _collect(lines: list[_Line], start: int) -> _Collected:
     ctx = lines[start].context
     own_extra = lines[start].extra
     task_ctx = ctx not in ("", "console")
-    second: int | None = None
+    second: int | None = None  # first line (any context) that starts another report
+    own_second: int | None = None  # where this report's own context starts its second further report
+    own_nested = 0
     cut: int | None = None
     n_text = 0
     skip_text = cpu_traceback = False
@@ -224,18 +236,22 @@ def _collect(lines: list[_Line], start: int) -> _Collected:
     for i in range(start, end):
         ln = lines[i]
         first = i == start
-        if not first and second is None:
-            if ln.groups and not _starts_ignored(ln.text):
+        if not first and (second is None or (task_ctx and own_second is None)) and _ends_report(ln, own_extra):
+            if second is None:
                 second = i
-            elif ln.extra is not None and (ln.extra.header in rules.EXTRA_ENDS_REPORT or ln.extra is own_extra):
-                second = i
-            elif any(m in ln.text for m in rules.INFO_MESSAGES_WITH_STACK):
-                second = i
+            if ln.context == ctx and own_second is None:
+                # The same task/CPU starts another report. syzkaller keeps reading (a WARNING may be interrupted
+                # by an oops of the same task, whose stack still names the guilty frame); we allow one such
+                # nested report and stop at the second, which keeps a flood of reports linear.
+                own_nested += 1
+                if own_nested == 2:
+                    own_second = i
+        frozen = (second is not None and not task_ctx) or own_second is not None
         other_ctx = ln.context != ctx and not (cpu_traceback and ln.context.startswith("C"))
         if not first and other_ctx:
             continue
         if not first and ln.questionable:
-            if (second is None or task_ctx) and not skip_text:
+            if not frozen and not skip_text:
                 body.append(i)
             continue
         n_text += 1
@@ -251,11 +267,11 @@ def _collect(lines: list[_Line], start: int) -> _Collected:
         if not first and skip_line:
             continue
         kept.append(i)
-        if second is None or task_ctx:
+        if not frozen:
             title_n = len(kept)
             body.append(i)
-        if second is not None and not task_ctx and i > second + 400:
-            break  # the title text is frozen; the rest only feeds the stack-trace sanity check
+        elif i > (own_second if own_second is not None else second or 0) + 20:
+            break  # the title text is frozen; a few more lines only feed the stack-trace sanity check
     resume = len(lines) if end == len(lines) else end
     for r in (second, cut):
         if r is not None and r < resume:
