@@ -3,6 +3,7 @@ after a normal end, a refused core probe, and SIGINT/SIGTERM in the middle of a 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -117,3 +118,44 @@ def test_kprobe_profile_hits_are_the_recorded_events(shared_data: Path) -> None:
     for name, (hits, _) in prof.items():
         assert counts.get(name, 0) == hits, name
     assert prof["free_iova_fast"] == (150283, 2043)
+
+
+FAKE_TRACE_CMD = """#!/bin/sh
+# stands in for trace-cmd: logs its arguments, and like `trace-cmd record` finishes its file on SIGINT
+echo "$@" > "$FAKE_TC_LOG"
+out=; prev=; for a in "$@"; do [ "$prev" = -o ] && out=$a; prev=$a; done
+trap 'echo data > "$out"; echo INT >> "$FAKE_TC_LOG"; exit 0' INT
+while :; do sleep 0.05; done
+"""
+
+
+def test_trace_cmd_backend_gets_sigint_and_restores(fake_tracefs: Path, lab612: Path, tmp_path: Path) -> None:
+    """With trace-cmd: the events and filters it is given, SIGTERM to us becomes SIGINT to it (it finishes its
+    file), and tracefs is restored after it exits."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "trace-cmd").write_text(FAKE_TRACE_CMD)
+    (bindir / "trace-cmd").chmod(0o755)
+    log = tmp_path / "tc.log"
+    before = tree_state(fake_tracefs)
+    out = tmp_path / "t.dat"
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_TC_LOG": str(log)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from iovatrace.cli import main; main()", "record", "-o", str(out),
+         "--tracefs", str(fake_tracefs), "--kallsyms", str(lab612 / "kallsyms_iova.txt"), "--kernel", R612,
+         "--backend", "trace-cmd"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not log.exists():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    args = log.read_text().splitlines()
+    assert args[-1] == "INT" and out.read_text() == "data\n"
+    argv = args[0]
+    for ev in ("-e iommu", "-e intel_iommu", "-e dma", "-e iova", "-e dmaiommu", "-b 32768", f"-o {out}",
+               "-e kmem:kmem_cache_alloc -f bytes_req == 1024 && call_site >= 0x"):
+        assert ev in argv, ev
+    assert tree_state(fake_tracefs) == before
