@@ -77,3 +77,21 @@ def test_script_raw_mode_on_fake_tracefs(script612: Path, fake_tracefs: Path, la
     for name in ("tracing_on", "buffer_size_kb", "current_tracer"):
         assert (fake_tracefs / name).read_text().strip() == before[f"./{name}"].strip(), name
     assert Kallsyms((lab612 / "kallsyms_iova.txt").read_text()).has("alloc_iova_fast")
+
+
+def test_cli_emit_script_and_probes_with_tracefs(lab612: Path, fake_tracefs: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from iovatrace.cli import cli
+
+    ks = str(lab612 / "kallsyms_iova.txt")
+    out = tmp_path / "rec.sh"
+    r = CliRunner().invoke(cli, ["record", "--emit-script", str(out), "--kallsyms", ks, "--kernel", R612])
+    assert r.exit_code == 0, r.output
+    plan, _ = build_plan(None, kallsyms=ks, release=R612, arch="x86_64")
+    assert out.read_text() == render_script(plan) and os.access(out, os.X_OK)
+    r = CliRunner().invoke(cli, ["probes", "--tracefs", str(fake_tracefs), "--kallsyms", ks, "--kernel", R612])
+    assert r.exit_code == 0, r.output
+    comments = [ln for ln in r.stdout.splitlines() if ln.startswith("#   ")]
+    assert [c.split()[1] for c in comments] == ["iommu:*", "intel_iommu:*", "dma:*", "kmem:kmem_cache_alloc",
+                                                "kmem:kmem_cache_free"]
