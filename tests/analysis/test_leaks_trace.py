@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -41,15 +42,24 @@ def lab(shared_data: Path) -> tuple[Path, dict[int, str]]:
     return trace, last
 
 
-def test_trace_correlation_agrees_with_raw_kmem_events(lab: tuple[Path, dict[int, str]]) -> None:
+@pytest.fixture(scope="module")
+def replayed(lab: tuple[Path, dict[int, str]]) -> tuple[Any, Any]:
+    """One replay of the lab trace (state at the end, snapshot at 13 s) and the IOMMU layer's ledger."""
+    from iovatrace.analysis.leaks_trace import _device_ledger
+    from iovatrace.replay.commands import replay_trace
+
+    res = replay_trace(str(lab[0]), kernel="6.12", at_ns=13_000_000_000)
+    return res, _device_ledger(str(lab[0]), res.profile)
+
+
+def test_trace_correlation_agrees_with_raw_kmem_events(lab: tuple[Path, dict[int, str]],
+                                                       replayed: tuple[Any, Any]) -> None:
     trace, last = lab
     alive = sorted(a for a, s in last.items() if s == "alloc")
     freed = sorted(a for a, s in last.items() if s == "free")
     assert alive and freed
     report = "".join(_mag(a, 0, [0x1000 + i]) for i, a in enumerate(alive + freed))
-    r = CliRunner().invoke(cli, ["leaks", "--kernel", "6.12", "--json", "--trace", str(trace), "-"], input=report)
-    assert r.exit_code == 0, r.output
-    corr = json.loads(r.output)["trace"]
+    corr = correlate_result(replayed[0], diagnose(report, path="r", kernel="6.12"))
     states = {int(m["address"], 16): m["state"] for m in corr["magazines"]}
     held = [a for a, s in states.items() if s in ("loaded", "prev", "depot")]
     assert held, "the replay should place some magazines of the observed domain"
@@ -58,11 +68,10 @@ def test_trace_correlation_agrees_with_raw_kmem_events(lab: tuple[Path, dict[int
     assert corr["profile"] == "6.12" and corr["time"] == "end of trace"
 
 
-def test_trace_correlation_text_and_pfn_owner(lab: tuple[Path, dict[int, str]]) -> None:
+def test_trace_correlation_text_and_pfn_owner(lab: tuple[Path, dict[int, str]],
+                                              replayed: tuple[Any, Any]) -> None:
     trace, last = lab
-    from iovatrace.replay.commands import replay_trace
-
-    res = replay_trace(str(trace), kernel="6.12")
+    res = replayed[0]
     st, (where, bin_, cpu, mag) = next((s, m) for s in res.domains if s.dom.rcaches is not None
                                        for m in s.dom.iter_magazines() if m[3].addr and m[3].pfns)
     assert last[mag.addr] == "alloc"
@@ -104,3 +113,32 @@ def test_printk_time_of_a_console_report_gives_depot_sizes(lab: tuple[Path, dict
     assert at["domains"] and all(len(d["depot_sizes"]) in (0, 6) for d in at["domains"])
     text = "\n".join(render_correlation(json.loads(r.output)["trace"]))
     assert "at the report's printk time 13.000000s: depot sizes per bin" in text
+
+
+def test_dma_debug_beside_the_replays_ledger(shared_data: Path, replayed: tuple[Any, Any]) -> None:
+    """The ledger's live mappings per device match raw dma:dma_map_page/dma_unmap_page pairs of the trace."""
+    from iovatrace.parsers import open_trace
+    from iovatrace.schema import iter_events
+
+    trace = shared_data / "traces-lab" / "lazy_v7-6.12" / "trace.dat"
+    tables = open_trace(trace).read_tables(["dma:dma_map_page", "dma:dma_unmap_page", "dma:dma_map_sg"])
+    assert "0000:00:03.0" not in tables["dma:dma_map_sg"].column("device").to_pylist()  # the NIC maps pages only
+    live: dict[int, dict[str, object]] = {}
+    for ev in iter_events(tables, ["dma:dma_map_page", "dma:dma_unmap_page"]):
+        f = ev.fields
+        if f["device"] != "0000:00:03.0":
+            continue
+        if ev.name == "dma:dma_map_page":
+            live[f["dma_addr"]] = f
+        else:
+            live.pop(f["addr"], None)
+    addr = sorted(live)[len(live) // 2]
+    log = ("DMA-API: e1000e 0000:00:03.0: device driver has pending DMA allocations while released from device "
+           f"[count={len(live)}]\nOne of leaked entries details: [device address=0x{addr:016x}] "
+           f"[size={live[addr]['size']} bytes] [mapped with DMA_FROM_DEVICE] [mapped as single]\n")
+    corr = correlate_result(replayed[0], diagnose(log, path="d", kernel="6.12"), ledger=replayed[1])
+    by = {d["device"]: d for d in corr["devices"]}
+    nic = by["0000:00:03.0"]
+    assert nic["live_at_end"]["count"] == len(live)
+    (dd,) = nic["dma_debug"]
+    assert dd["replay_mapping"]["dma_addr"] == f"0x{addr:x}" and dd["replay_mapping"]["size"] == live[addr]["size"]

@@ -57,11 +57,51 @@ def correlate_trace(trace: str, diag: "LeakDiagnosis") -> dict[str, Any]:
     stamps = [d.obj.ts for d in diag.objects if d.obj.ts is not None]
     at_ns = int(max(stamps) * 1e9) if stamps else None
     res = replay_trace(trace, kernel=kernel, at_ns=at_ns)
-    out = correlate_result(res, diag)
+    ledger = None
+    modelled = _replay_models_devices()
+    if diag.dma_debug or not modelled:
+        # Live mappings per device at the end of the trace (the replay result keeps only findings); the layer's
+        # findings are used only when the replay did not produce them itself.
+        found, live = _device_ledger(trace, res.profile)
+        ledger = ([] if modelled else found, live)
+    out = correlate_result(res, diag, ledger=ledger)
     out["trace"] = trace
     if at_ns is not None:
         out["at_report"] = _at_report(res, at_ns)
     return out
+
+
+def _replay_models_devices() -> bool:
+    """Whether replay_trace already runs the devices model (its extension hook is installed)."""
+    import importlib.util
+
+    return importlib.util.find_spec("iovatrace.replay.extensions") is not None
+
+
+def _device_ledger(trace: str, profile: Any) -> tuple[list[Any], dict[str, list[Any]]]:
+    """Run the replay's IOMMU layer (topology and DMA mapping ledger) over the trace's device events.
+
+    Used when :func:`replay_trace` does not run it itself. Returns ``(findings, live mappings by device at the
+    end of the trace)``.
+    """
+    from ..parsers import open_trace
+    from ..replay.iommu_events import IommuLayer
+    from ..schema import iter_events
+
+    tr = open_trace(trace)
+    names = sorted(k for k, n in tr.event_counts().items() if n and IommuLayer.wants(k))
+    layer = IommuLayer(profile, event_names=names, possible_cpus=range(int(getattr(tr.meta, "cpus", 0) or 1)))
+    findings: list[Any] = []
+    ts = 0
+    for ev in iter_events(tr.read_tables(names)):
+        ts = ev.ts_ns
+        findings += layer.fire_timers(ts)
+        findings += layer.step(ev)
+    findings += layer.finish(ts)
+    live: dict[str, list[Any]] = {}
+    for m in layer.topology.ledger.iter_live():
+        live.setdefault(m.device, []).append(m)
+    return findings, live
 
 
 def _at_report(res: Any, at_ns: int) -> dict[str, Any]:
@@ -108,12 +148,15 @@ def _pfn_owners(res: Any, pfn: int) -> list[dict[str, Any]]:
     return out
 
 
-def correlate_result(res: Any, diag: "LeakDiagnosis") -> dict[str, Any]:
+def correlate_result(res: Any, diag: "LeakDiagnosis",
+                     ledger: tuple[list[Any], dict[str, list[Any]]] | None = None) -> dict[str, Any]:
     """Correlate a finished replay with the diagnosis (pure: no IO).
 
     Args:
         res: a :class:`iovatrace.replay.driver.ReplayResult`.
         diag: the report's diagnosis.
+        ledger: ``(findings, live mappings by device)`` of the IOMMU layer when the replay did not run it; its
+            findings join the replay's.
 
     Returns:
         ``{"profile", "profile_how", "time", "magazines", "chains", "iova_ranges", "devices",
@@ -156,7 +199,9 @@ def correlate_result(res: Any, diag: "LeakDiagnosis") -> dict[str, Any]:
         for p in pfns:
             ranges.append({"object": f"0x{d.address:x}", "pfn": f"0x{p:x}", "owners": _pfn_owners(res, p)})
     devices: dict[str, dict[str, Any]] = {}
-    for f in getattr(res, "findings", ()):
+    findings = list(getattr(res, "findings", ())) + (ledger[0] if ledger else [])
+    live_maps = ledger[1] if ledger else {}
+    for f in findings:
         if f.kind != "outstanding_mappings" or not f.device:
             continue
         det = f.details or {}
@@ -174,6 +219,17 @@ def correlate_result(res: Any, diag: "LeakDiagnosis") -> dict[str, Any]:
         dv["dma_debug"].append({"line": r.line, "driver": r.driver, "count": r.count,
                                 "device_address": None if r.device_address is None else f"0x{r.device_address:x}",
                                 "size": r.size, "direction": r.direction, "mapped_as": r.mapped_as})
+    for dev in set(live_maps) | ({r.device for r in diag.dma_debug if r.device} if live_maps else set()):
+        dv = devices.setdefault(dev, {"device": dev, "replay": [], "dma_debug": []})
+        maps = live_maps.get(dev, [])
+        dv["live_at_end"] = {"count": len(maps), "bytes": sum(m.size for m in maps)}
+        for x in dv["dma_debug"]:
+            addr = x["device_address"]
+            hit = next((m for m in maps if addr is not None and m.dma_addr <= int(addr, 16) < m.dma_addr + m.size),
+                       None)
+            if hit is not None:
+                x["replay_mapping"] = {"dma_addr": f"0x{hit.dma_addr:x}", "size": hit.size, "call": hit.call,
+                                       "ts_ns": hit.ts_ns, "domain": hit.domain}
     for dv in devices.values():
         if dv["dma_debug"] and dv["replay"]:
             want = dv["dma_debug"][0]["count"]
@@ -197,7 +253,7 @@ def correlate_result(res: Any, diag: "LeakDiagnosis") -> dict[str, Any]:
             concl = "the replay cannot place these magazines (see the notes)"
         chains.append({"chain": c.chain_id, "states": states, "conclusion": concl})
     windows = [{"ts_ns": f.ts_ns, "domain": f.domain, **(f.details or {})}
-               for f in getattr(res, "findings", ()) if f.kind == "depot_pop_transient_leak"]
+               for f in findings if f.kind == "depot_pop_transient_leak"]
     prof = getattr(res, "profile", None)
     return {"profile": getattr(prof, "name", None), "profile_how": getattr(res, "profile_how", None),
             "time": "end of trace", "magazines": mags, "chains": chains, "iova_ranges": ranges,
@@ -233,6 +289,12 @@ def render_correlation(corr: dict[str, Any]) -> list[str]:
         for dv in corr["devices"]:
             dd = ", ".join(f"count={x['count']} (line {x['line']})" for x in dv["dma_debug"]) or "-"
             rp = ", ".join(f"{x['count']} at {x['when']}" for x in dv["replay"]) or "-"
+            if "live_at_end" in dv:
+                rp += f"; {dv['live_at_end']['count']} live at the end ({dv['live_at_end']['bytes']} bytes)"
+            for x in dv["dma_debug"]:
+                if "replay_mapping" in x:
+                    hm = x["replay_mapping"]
+                    rp += f"; holds dma-debug's entry {x['device_address']} ({hm['call']} at {hm['ts_ns']} ns)"
             agree = {True: "agree", False: "DIFFER"}.get(dv.get("agree"), "")
             out.append(f"    {dv['device']}: dma-debug {dd} | replay {rp} {agree}".rstrip())
     if corr["transient_windows"]:
