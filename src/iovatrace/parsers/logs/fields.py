@@ -25,8 +25,9 @@ _CPU_ONLY_RE = re.compile(r"(?:^|\s)CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: (\
 _TAINT_LINE = re.compile(r"^Tainted: ((?:\[[A-Z]\]=[A-Z_]+\s*)+)")
 _HW_RE = re.compile(r"Hardware name: (.*\S)")
 _ADDR_RES = [
-    re.compile(r"(?:NULL pointer dereference|paging request|page fault for address|data access)"
+    re.compile(r"(?:NULL pointer dereference|paging request|data access)"
                r"(?:,)? (?:at (?:virtual address )?|address: ?)(?:0x)?([0-9a-f]{1,16})\b"),
+    re.compile(r"page fault for address: ?(?:0x)?([0-9a-f]{1,16})\b"),
     re.compile(r"\bat addr (?:0x)?([0-9a-f]{4,16})\b"),
     re.compile(r"non-canonical address (0x[0-9a-f]+)"),
     re.compile(r"^KFENCE: .* at 0x([0-9a-f]+)"),
