@@ -337,7 +337,8 @@ class TextTrace:
             sub["cpu"].to_arrow().cast(pa.uint32()),
             sub["seq"].to_arrow().cast(pa.uint64()),
             sub["pid"].to_arrow().cast(pa.int32()),
-            sub["comm"].to_arrow().cast(pa.string()),
+            # trace-cmd prints "<...>" for a pid without a saved cmdline: unknown, as in the binary reader.
+            sub["comm"].replace("<...>", None).to_arrow().cast(pa.string()),
             sub["flags"].to_arrow().cast(pa.uint8()),
             sub["preempt"].to_arrow().cast(pa.uint8()),
             pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([key])),
@@ -365,6 +366,15 @@ class TextTrace:
                                          bodies.to_numpy()), dtype=pl.String) if failed.any() else bodies
         n = len(sub)
         p_ok = (bodies.str.contains(pretty.pattern).fill_null(False) & ~failed) if pretty else pl.Series(np.zeros(n, bool))
+        if pretty is not None and p_ok.any():
+            # A -R body ("a= b=2", every field in format order) can also fit a print fmt that prints fewer fields
+            # ("a=%s" swallows " b=2"): when the body names every field the print fmt leaves out, it is -R.
+            unprinted = [f for f in pretty.unrecoverable if not (pretty.probe_head and f.startswith("__probe_"))]
+            if unprinted:
+                named = pl.Series(np.ones(n, bool))
+                for f in unprinted:
+                    named = named & bodies.str.contains(" " + f + "=", literal=True).fill_null(False)
+                p_ok = p_ok & ~(named & bodies.str.contains(raw.pattern).fill_null(False))
         if bool(p_ok.all()):
             r_ok = pl.Series(np.zeros(n, bool))
         else:
