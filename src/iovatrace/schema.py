@@ -263,13 +263,36 @@ LEAK_CHAINS = _report_schema("leak_chains", [
     ("objects", pa.list_(pa.uint64()), False, "object addresses from head to tail"),
     ("shape", pa.string(), False, "'list' (ends in NULL), 'open' (ends in an unreported object), 'lone', "
                                    "'fork', 'cycle'"),
-    ("terminal", pa.string(), True, "'NULL', '0x… (not reported)', or null"),
+    ("terminal", pa.string(), True, "'NULL', '0x… (not reported)', 'size N (not a link)', or null"),
     ("what", pa.string(), False, "what the chain is, in words"),
     ("verdict", pa.string(), False, "verdict code: transient_false_positive, real_leak, uninitialised_iova, ..."),
     ("verdict_text", pa.string(), False, "the verdict in words"),
     ("reasoning", pa.list_(pa.string()), False, "the steps that led to the verdict"),
     ("evidence_lines", pa.list_(pa.int32()), False, "input lines that support the verdict"),
     ("next_steps", pa.list_(pa.string()), False, "what to do next"),
+])
+
+#: Leak diagnosis with --trace: where the replay holds each reported magazine at the end of the trace.
+LEAK_TRACE_MAGAZINES = _report_schema("leak_trace_magazines", [
+    ("address", pa.uint64(), False, "reported magazine address"),
+    ("state", pa.string(), False, "'loaded', 'prev', 'depot', 'freed' or 'unknown'"),
+    ("domain", pa.string(), True, "iova_domain address (hex) holding or last freeing it"),
+    ("bin", pa.int32(), True, "rcache size bin"),
+    ("slot", pa.int32(), True, "CPU (loaded/prev) or depot position"),
+    ("size", pa.int32(), True, "pfns the replay holds in it"),
+    ("meaning", pa.string(), False, "what that says about the report"),
+])
+
+#: Leak diagnosis with --trace: per device, dma-debug's pending count beside the replay's mappings.
+LEAK_TRACE_DEVICES = _report_schema("leak_trace_devices", [
+    ("device", pa.string(), False, "device name"),
+    ("dma_debug_count", pa.int64(), True, "[count=N] of dma-debug's pending-at-release warning"),
+    ("dma_debug_line", pa.int32(), True, "line of that warning"),
+    ("replay_outstanding", pa.int64(), True, "mappings the replay found live at unbind/release/domain free"),
+    ("replay_when", pa.string(), True, "which of those moments"),
+    ("live_at_end", pa.int64(), True, "mappings live at the end of the trace"),
+    ("live_at_end_bytes", pa.int64(), True, "their bytes"),
+    ("entry_in_replay", pa.bool_(), True, "dma-debug's example entry is among the replay's live mappings"),
 ])
 
 # -- oops family: BUG/Oops/WARNING/KASAN/lockups/stalls/lockdep/panic (parsers/logs/oops.py, logs/tables.py)

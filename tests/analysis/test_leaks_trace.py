@@ -142,3 +142,18 @@ def test_dma_debug_beside_the_replays_ledger(shared_data: Path, replayed: tuple[
     assert nic["live_at_end"]["count"] == len(live)
     (dd,) = nic["dma_debug"]
     assert dd["replay_mapping"]["dma_addr"] == f"0x{addr:x}" and dd["replay_mapping"]["size"] == live[addr]["size"]
+
+
+def test_correlation_tables(lab: tuple[Path, dict[int, str]], replayed: tuple[Any, Any]) -> None:
+    from iovatrace.analysis.leaks_cli import diagnosis_tables
+
+    _, last = lab
+    alive = sorted(a for a, s in last.items() if s == "alloc")[:3]
+    diag = diagnose("".join(_mag(a, 0, [1]) for a in alive) + "DMA-API: e1000e 0000:00:03.0: device driver has "
+                    "pending DMA allocations while released from device [count=3]\n", path="t", kernel="6.12")
+    corr = correlate_result(replayed[0], diag, ledger=replayed[1])
+    tables = diagnosis_tables(diag, corr)
+    mags = tables["leak_trace_magazines"].to_pylist()
+    assert [m["address"] for m in mags] == alive
+    devs = {d["device"]: d for d in tables["leak_trace_devices"].to_pylist()}
+    assert devs["0000:00:03.0"]["dma_debug_count"] == 3 and devs["0000:00:03.0"]["live_at_end"] == 255

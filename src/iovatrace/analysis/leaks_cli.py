@@ -98,8 +98,13 @@ def diagnosis_json(diag: LeakDiagnosis, correlation: dict[str, Any] | None = Non
     return out
 
 
-def diagnosis_tables(diag: LeakDiagnosis) -> dict[str, "pa.Table"]:
+def diagnosis_tables(diag: LeakDiagnosis, correlation: dict[str, Any] | None = None) -> dict[str, "pa.Table"]:
     """The diagnosis as Arrow tables (schemas in :mod:`iovatrace.schema`).
+
+    Args:
+        diag: the diagnosis.
+        correlation: the ``--trace`` correlation, if any (adds ``leak_trace_magazines`` and
+            ``leak_trace_devices``).
 
     Returns:
         ``kmemleak_objects``, ``kmemleak_frames``, ``leak_objects``, ``leak_chains`` and ``dma_debug_reports``.
@@ -133,7 +138,39 @@ def diagnosis_tables(diag: LeakDiagnosis) -> dict[str, "pa.Table"]:
         "next_steps": [c.next_steps for c in diag.chains],
     }, schema=LEAK_CHAINS)
     tables["dma_debug_reports"] = dma_debug_table(diag.dma_debug)
+    if correlation is not None:
+        tables.update(_correlation_tables(correlation))
     return tables
+
+
+def _correlation_tables(corr: dict[str, Any]) -> dict[str, "pa.Table"]:
+    import pyarrow as pa
+
+    from ..schema import LEAK_TRACE_DEVICES, LEAK_TRACE_MAGAZINES
+
+    mags = corr["magazines"]
+    devs = corr["devices"]
+
+    def first(xs: list[dict[str, Any]], key: str) -> Any:
+        return xs[0].get(key) if xs else None
+
+    return {
+        "leak_trace_magazines": pa.table({
+            "address": [int(m["address"], 16) for m in mags], "state": [m["state"] for m in mags],
+            "domain": [m.get("domain") for m in mags], "bin": [m.get("bin") for m in mags],
+            "slot": [m.get("cpu", m.get("position")) for m in mags], "size": [m.get("size") for m in mags],
+            "meaning": [m["meaning"] for m in mags]}, schema=LEAK_TRACE_MAGAZINES),
+        "leak_trace_devices": pa.table({
+            "device": [d["device"] for d in devs],
+            "dma_debug_count": [first(d["dma_debug"], "count") for d in devs],
+            "dma_debug_line": [first(d["dma_debug"], "line") for d in devs],
+            "replay_outstanding": [first(d["replay"], "count") for d in devs],
+            "replay_when": [first(d["replay"], "when") for d in devs],
+            "live_at_end": [d.get("live_at_end", {}).get("count") for d in devs],
+            "live_at_end_bytes": [d.get("live_at_end", {}).get("bytes") for d in devs],
+            "entry_in_replay": [("replay_mapping" in d["dma_debug"][0]) if d["dma_debug"] else None for d in devs],
+        }, schema=LEAK_TRACE_DEVICES),
+    }
 
 
 def _arrows(c: Chain) -> str:
@@ -231,7 +268,7 @@ def run_leaks(report: str, *, kernel: str | None, trace: str | None, as_json: bo
         import pyarrow.parquet as pq
 
         os.makedirs(out_dir, exist_ok=True)
-        for tname, table in diagnosis_tables(diag).items():
+        for tname, table in diagnosis_tables(diag, correlation).items():
             pq.write_table(table, os.path.join(out_dir, f"{tname}.parquet"))
     if as_json:
         click.echo(json.dumps(diagnosis_json(diag, correlation), indent=1))
