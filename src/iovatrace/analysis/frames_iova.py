@@ -194,7 +194,8 @@ def df_iova_gaps(tables: EventTables, *, samples: int = 200) -> pl.DataFrame:
 
     Returns:
         ``ts_ns``, ``time_s``, ``iovad`` (hex), ``ranges`` (in use), ``largest_gap_below_4g_pages``,
-        ``largest_gap_pages`` (up to the highest ``limit_pfn`` the domain was asked for).
+        ``largest_gap_pages`` (up to the highest ``limit_pfn`` the domain was asked for). A domain is sampled only
+        while it exists (from ``init_iova_domain`` to ``put_iova_domain`` where the trace shows them).
 
     Raises:
         MissingEventsError: when the IOVA kprobes were not recorded.
@@ -206,6 +207,11 @@ def df_iova_gaps(tables: EventTables, *, samples: int = 200) -> pl.DataFrame:
                                     "largest_gap_below_4g_pages": pl.Int64, "largest_gap_pages": pl.Int64})
     limits = event_frame(tables, "iova:alloc_iova_fast", unsigned=["iovad", "limit_pfn"]).group_by("iovad").agg(
         pl.col("limit_pfn").max())
+    # A domain exists from its init_iova_domain (or the trace start) to its put_iova_domain (or the trace end).
+    born = dict(event_frame(tables, "iova:init_iova_domain", unsigned=["iovad"]).group_by("iovad").agg(
+        pl.col("ts_ns").min()).iter_rows())
+    gone = dict(event_frame(tables, "iova:put_iova_domain", unsigned=["iovad"]).group_by("iovad").agg(
+        pl.col("ts_ns").max()).iter_rows())
     times = np.linspace(span[0], span[1], samples).astype(np.int64)
     rows: list[dict[str, object]] = []
     for (iovad,), g in r.join(limits, on="iovad", how="left").group_by(["iovad"]):
@@ -214,8 +220,9 @@ def df_iova_gaps(tables: EventTables, *, samples: int = 200) -> pl.DataFrame:
         st = g["start_ns"].to_numpy()
         en = g["end_ns"].fill_null(np.iinfo(np.int64).max).to_numpy()
         top = int(g["limit_pfn"].max() or PFN_4G - 1) + 1
+        lo_t, hi_t = born.get(iovad, span[0]), gone.get(iovad, span[1])
         # One pass per sampled instant (not per event): the live set is a boolean mask over all ranges.
-        for t in times:
+        for t in times[(times >= lo_t) & (times <= hi_t)]:
             live = (st <= t) & (en > t)
             rows.append({
                 "ts_ns": int(t), "iovad": f"0x{int(iovad):x}", "ranges": int(live.sum()),

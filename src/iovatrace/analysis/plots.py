@@ -158,18 +158,28 @@ def plot_iova_addresses(df: pl.DataFrame, *, subtitle: str | None = None, max_po
         A scatter of IOVA (GiB) against allocation time, coloured by device.
     """
     fig, (ax,) = new_figure("IOVA chosen for each mapping", subtitle=subtitle)
-    d = df.filter(pl.col("ts_ns").is_not_null())
+    d = df.filter(pl.col("ts_ns").is_not_null()).with_columns((pl.col("iova").cast(pl.Float64) / _MIB).alias("_mib"))
     if d.height > max_points:
         d = d.gather_every(math.ceil(d.height / max_points))
     devices = _groups(d, "device")
     for dev in devices:
         s = d.filter(pl.col("device") == dev)
-        ax.scatter(s["ts_ns"].to_numpy() / 1e9, s["iova"].cast(pl.Float64).to_numpy() / 2**30, s=3, alpha=0.5,
+        ax.scatter(s["ts_ns"].to_numpy() / 1e9, s["_mib"].to_numpy(), s=6, alpha=0.6,
                    color=color_for(dev, devices), label=dev, linewidths=0, rasterized=True)
     if not devices:
         empty_note(ax, "no mappings in this trace")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.4g}"))
-    finish_axes(ax, xlabel=TIME_LABEL, ylabel="IOVA (GiB)", legend_title="device")
+    elif d.height > 200:
+        # Allocation is top-down and dense; a few far-away IOVAs would squash the rest into one line.
+        lo = float(d["_mib"].quantile(0.002) or 0.0)
+        hi = float(d["_mib"].max() or 0.0)
+        pad = max((hi - lo) * 0.05, 0.05)
+        below = int((d["_mib"] < lo - pad).sum())
+        if below:
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.annotate(f"{below} mapping(s) lower, not shown", (0.99, 0.02), xycoords="axes fraction",
+                        ha="right", fontsize=8, color="#555555")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.1f}"))
+    finish_axes(ax, xlabel=TIME_LABEL, ylabel="IOVA (MiB; 4096 = the 4 GiB boundary)", legend_title="device")
     return fig
 
 
