@@ -286,7 +286,9 @@ def _judge_magazines(chain: Chain, k: KernelFacts) -> None:
     where = f"all allocated from {', '.join(callers)}" + (" in the flush-queue timer" if timer else "")
     r = chain.reasoning
     r.append(f"{n} object(s) of {ms[0].obj.size} bytes allocated under {', '.join(callers)}: struct iova_magazine "
-             f"(kernel {k.label}: " + "; ".join(k.how[-2:] or ["no version evidence"]) + ")")
+             f"(kernel {k.label}, {'given' if k.given else 'inferred from the report'}; magazine layout: "
+             + ("next/size word then pfns" if k.list_depot else "size word then pfns" if k.list_depot is False
+                else "size word, or next in a v6.7+ depot") + ")")
     for m in ms:
         role = {"next": f"next = 0x{m.first_word or 0:x}", "null_or_empty": "first word 0 (next = NULL, or size 0)",
                 "size": f"size = {m.mag_size}", "garbage": f"first word 0x{m.first_word or 0:x} (garbage)"}.get(
