@@ -99,12 +99,14 @@ def plot_invalidations(df: pl.DataFrame, *, subtitle: str | None = None) -> Figu
     """
     fig, (ax,) = new_figure("IOTLB invalidations and flushes per second", subtitle=subtitle)
     kinds = sorted(set(df["kind"].to_list()))
-    for k in kinds:
+    for i, k in enumerate(kinds):
         s = df.filter(pl.col("kind") == k).sort("window_start_s")
         y = s["per_s"].to_numpy().astype(float)
         # Zero windows are real (df_invalidations fills them) but cannot sit on a log axis: leave them blank.
+        # Kinds that move together (each timeout makes one flush) would hide each other: vary the dash too.
         ax.step(s["window_start_s"].to_numpy(), np.where(y > 0, y, np.nan), where="post", marker="o", markersize=3,
-                label=f"{k} ({int(s['count'].sum())})", color=color_for(k, kinds))
+                label=f"{k} ({int(s['count'].sum())})", color=color_for(k, kinds),
+                linestyle=("-", "--", "-.", ":")[i % 4])
     if not kinds:
         empty_note(ax, "no invalidation events")
     ax.set_yscale("log")
