@@ -239,6 +239,7 @@ DMA_DEBUG_REPORTS = _report_schema("dma_debug_reports", [
     ("inflight", pa.int64(), True, "page_pool pages still in flight"),
     ("stalled_s", pa.int64(), True, "page_pool seconds since shutdown started"),
     ("warn_location", pa.string(), True, "'kernel/dma/debug.c:853' from the WARNING line that followed"),
+    ("mapped_at", pa.list_(pa.string()), True, "functions of the entry's 'DMA-API: Mapped at:' stack, innermost first"),
 ])
 
 #: Leak diagnosis: one row per reported object with its classification and decoding.

@@ -73,3 +73,24 @@ def test_table() -> None:
 @given(st.text(alphabet="DMA-API: []=count0x1 device address sizemapped withpage_pool inflight sec\n", max_size=300))
 def test_fuzz_never_raises(text: str) -> None:
     parse_dma_debug(text)
+
+
+def test_mapped_at_stack_after_the_warning_splat() -> None:
+    # err_printk() WARNs, then dump_entry_trace() prints "DMA-API: Mapped at:" and the entry's stack.
+    log = ("[  50.0] DMA-API: e1000e 0000:00:19.0: device driver has pending DMA allocations while released from "
+           "device [count=2]\n"
+           "[  50.0] One of leaked entries details: [device address=0x00000000fff00000] [size=2048 bytes] "
+           "[mapped with DMA_FROM_DEVICE] [mapped as single]\n"
+           "[  50.0] WARNING: CPU: 1 PID: 300 at kernel/dma/debug.c:1003 dma_debug_device_change+0x10/0x20\n"
+           + "[  50.1] Call Trace:\n" + "[  50.1]  something+0x1/0x2\n" * 20 + "[  50.1] ---[ end trace ]---\n"
+           "[  50.2] DMA-API: Mapped at:\n[  50.2]  debug_dma_map_page+0x6a/0x100\n"
+           "[  50.2]  dma_map_page_attrs+0x90/0x250\n[  50.2]  e1000_alloc_rx_buffers+0x1a0/0x3c0 [e1000e]\n"
+           "[  50.3] e1000e: eth0 NIC Link is Down\n")
+    (r,) = parse_dma_debug(log)
+    assert r.mapped_at == ["debug_dma_map_page", "dma_map_page_attrs", "e1000_alloc_rx_buffers"]
+    assert r.warn_location == "kernel/dma/debug.c:1003"
+    assert dma_debug_table([r]).column("mapped_at").to_pylist() == [r.mapped_at]
+    from iovatrace.analysis.leaks import assess_dma_debug
+
+    (text,) = assess_dma_debug([r])
+    assert "mapped in e1000_alloc_rx_buffers" in text

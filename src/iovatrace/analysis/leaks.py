@@ -444,6 +444,10 @@ def assess_dma_debug(reports: list[DmaDebugReport]) -> list[str]:
             text = (f"line {r.line}: {who} was unbound from its driver with {r.count if r.count is not None else '?'}"
                     f" DMA mapping(s) still live (one: {entry or 'no details'}); the driver's remove() did not "
                     "unmap them")
+            caller = next((f for f in r.mapped_at if not f.startswith(("debug_dma", "dma_", "__dma", "iommu_dma",
+                                                                        "__iommu_dma"))), None)
+            if caller:
+                text += f"; the entry shown was mapped in {caller} (dma-debug's 'Mapped at' stack)"
             if pools:
                 text += ("; page_pool stall warnings in the same log point at pool pages still in flight: before "
                          "ee62ce7a1d90 (v6.15) a destroyed pool keeps its pages mapped until they return, and their "

@@ -44,6 +44,9 @@ _DMA_API_RE = re.compile(
 _FUNC_RE = re.compile(r"^(?:[\d.]+: )?dma_debug_device_change: (?P<rest>device driver has pending.*)$")
 _DETAILS_RE = re.compile(r"^One of leaked entries details: (?P<rest>.*)$")
 _BRACKET_RE = re.compile(r"\[([^\]]*)\]")
+_MAPPED_AT_RE = re.compile(r"^(?:DMA-API: )?Mapped at:\s*$")
+# One stack line after "Mapped at:": " func+0x1/0x2 [module]" (possibly "[<addr>] func+…" on old kernels).
+_STACK_RE = re.compile(r"^(?:\[<[0-9a-fA-F]+>\]\s+)?(?P<fn>[A-Za-z_.$][\w.$]*)\+0x[0-9a-fA-F]+/0x[0-9a-fA-F]+")
 _WARN_RE = re.compile(r"^WARNING: CPU: \d+ PID: \d+ at (?P<loc>\S+:\d+) ")
 _POOL_RE = re.compile(
     r"page_pool_release_retry\(\) stalled pool shutdown:?(?: id (?P<id>\d+),)? (?P<inflight>-?\d+) inflight "
@@ -72,6 +75,8 @@ class DmaDebugReport:
         warn_location: ``file:line`` of the WARNING that followed.
         fields: every bracketed ``[key=value]``/``[key value]`` detail, as text.
         lines: line numbers that belong to the report (for evidence).
+        mapped_at: the ``DMA-API: Mapped at:`` stack of the entry (function names, innermost first), when
+            dma-debug kept one.
     """
 
     line: int
@@ -90,6 +95,7 @@ class DmaDebugReport:
     warn_location: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
     lines: list[int] = field(default_factory=list)
+    mapped_at: list[str] = field(default_factory=list)
 
     @property
     def direction(self) -> str | None:
@@ -137,9 +143,23 @@ def parse_dma_debug(data: str | bytes | Iterable[str]) -> list[DmaDebugReport]:
     out: list[DmaDebugReport] = []
     last_pending: DmaDebugReport | None = None
     last_dma: DmaDebugReport | None = None
+    stack_of: DmaDebugReport | None = None  # collecting the "Mapped at:" stack of this report
     for ln in iter_log_lines(data, strip_mail_quotes=True):
         text = ln.text.strip()
         if not text:
+            stack_of = None
+            continue
+        if stack_of is not None:
+            st = _STACK_RE.match(text.removeprefix("DMA-API: ").strip())
+            if st:
+                stack_of.mapped_at.append(st.group("fn"))
+                stack_of.lines.append(ln.lineno)
+                continue
+            stack_of = None
+        if _MAPPED_AT_RE.match(text):
+            if last_dma is not None and not last_dma.mapped_at:
+                stack_of = last_dma
+                last_dma.lines.append(ln.lineno)
             continue
         m = _POOL_RE.search(text)
         if m:
