@@ -87,7 +87,7 @@ def diagnosis_json(diag: LeakDiagnosis, correlation: dict[str, Any] | None = Non
              "count": r.count, "device_address": None if r.device_address is None else f"0x{r.device_address:x}",
              "size": r.size, "direction": r.direction, "mapped_with": r.mapped_with, "mapped_as": r.mapped_as,
              "pool_id": r.pool_id, "inflight": r.inflight, "stalled_s": r.stalled_s,
-             "warn_location": r.warn_location}
+             "warn_location": r.warn_location, "mapped_at": r.mapped_at}
             for r in diag.dma_debug
         ],
         "dma_assessment": diag.dma_assessment,
