@@ -297,3 +297,19 @@ def test_magazines_6_12_kmem_and_depot(shared_data: Path) -> None:
 def test_event_frame_of_absent_table_is_empty_with_columns() -> None:
     df = event_frame({}, "iova:alloc_iova_fast", ["size"], unsigned=["iovad"], strings=["devname"])
     assert df.is_empty() and df.columns == ["ts_ns", "cpu", "seq", "pid", "size", "iovad", "devname"]
+
+
+def test_rcache_hits_agree_with_the_replay_model(shared_data: Path) -> None:
+    """Two independent counts: hits from the events alone (no nested alloc_iova) and hits the replayed model
+    produced. They must agree bin by bin on the lab's lazy 6.1 and 6.12 traces."""
+    from iovatrace.replay.commands import replay_trace
+    from iovatrace.replay.summary import hit_rates
+
+    for name in ("lazy_v7", "lazy_v7-6.12"):
+        res = replay_trace(str(shared_data / "traces-lab" / name / "trace.dat"))
+        model = {r["bin"]: r["hits"] for r in hit_rates(res) if r["bin"] < 6}
+        ev = (frames_iova.df_rcache_allocs(_lab_tables(shared_data, name)).filter("cacheable")
+              .with_columns(pl.col("size_pages").log(2).ceil().cast(pl.Int64).alias("bin"))
+              .group_by("bin").agg(pl.col("hit").sum()))
+        events = {b: int(h) for b, h in ev.iter_rows()}
+        assert {b: h for b, h in model.items() if h or b in events} == events, name
