@@ -137,3 +137,29 @@ def test_report_raw_arrays_and_strings(shared_data: Path, binary, trace_cmd: str
     compare_tables(want, got, precision=1, flags_mask=None, match_seq=False)
     sg = got["dma:dma_map_sg"].column("phys_addrs").to_pylist()
     assert any(len(x) > 1 for x in sg)
+
+
+@pytest.mark.parametrize("name,events", [
+    ("lisa_trace_txt.txt", {"sched_switch", "sched_wakeup", "print", "sched_overutilized"}),
+    ("trappy_doc_trace.txt", {"thermal_temperature", "cdev_update", "thermal_power_allocator"}),
+])
+def test_public_report_text(shared_data: Path, name: str, events: set[str]) -> None:
+    """Older trace-cmd report text (LISA, trappy): every line is an event or a known header line."""
+    path = shared_data / "traces-public" / name
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    headers = [ln for ln in lines if ln.startswith(("version = ", "cpus=", "CPU "))]
+    tt = open_trace(path, strict=True)
+    counts = tt.event_counts()
+    assert tt.meta["skipped"] == {}
+    assert sum(counts.values()) == len(lines) - len(headers)
+    assert events <= {k.split(":", 1)[1] for k in counts}
+    sw = tt.read_tables(["*sched_switch"]).get("unknown:sched_switch")
+    if sw is not None:
+        assert str(sw.schema.field("prev_pid").type) == "int64"
+        assert sw.column("next_comm")[0].as_py() == "swapper/1"
+
+
+def test_open_trace_sniffs_gzip_text(shared_data: Path) -> None:
+    """parsers.open_trace reads the first 4 KiB of a file: a truncated gzip stream must still be recognised."""
+    tt = open_trace(shared_data / LAB / "boot_strict" / "trace.txt.gz")
+    assert sum(tt.event_counts().values()) == 1577

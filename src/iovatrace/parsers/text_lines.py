@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,9 +83,10 @@ def sniff_text(head: bytes) -> bool:
     """True if ``head`` (the first KiB of a file, possibly gzip) looks like ftrace text."""
     if head[:2] == b"\x1f\x8b":
         try:
-            head = gzip.GzipFile(fileobj=__import__("io").BytesIO(head)).read(4096)
-        except (OSError, EOFError):
-            pass  # a truncated gzip head still yields what it could decompress before the error
+            # A streaming decompressor accepts the truncated gzip stream a head is.
+            head = zlib.decompressobj(wbits=31).decompress(head, 1 << 16)
+        except zlib.error:
+            return False
     text = head.decode("utf-8", errors="replace")
     if text.startswith("# tracer:") or re.match(r"^(version = \d+\n)?(CPU \d+ is empty\n)*cpus=\d+\n", text):
         return True
