@@ -118,6 +118,7 @@ def test_trace_cmd_report_variants(shared_data: Path, binary, trace_cmd: str, tm
     tt = open_text(out, formats=tr.formats, kallsyms=tr.kallsyms, strict=True)
     got = tt.read_tables()
     assert tt.meta["ts_precision_ns"] == precision
+    assert tt.meta["flags"] == ("libtraceevent" if "-l" in args else "absent")
     compare_tables(ref, got, precision=precision, allow_null=_allowed_nulls(tt), **kw)
 
 

@@ -20,8 +20,10 @@ Theory of operation:
 
 Precision: tracefs text and ``trace-cmd report`` print microseconds (``ts_ns = µs * 1000``); ``report -t`` prints
 nanoseconds. ``meta["ts_precision_ns"]`` and the table metadata ``iovatrace.ts_precision_ns`` say which (1000 or 1).
-The flags column exists in tracefs text and ``report -l`` only; elsewhere ``flags``/``preempt`` are 0 and the
-table metadata ``iovatrace.flags`` is ``absent``.
+The flags column exists in tracefs text (``iovatrace.flags = text``, exact) and ``report -l`` (``libtraceevent``:
+no BH-disabled bit); elsewhere ``flags``/``preempt`` are 0 and the table metadata ``iovatrace.flags`` is ``absent``.
+The ``(tgid)`` column, when present, is recognised and dropped (the event schema has no tgid). Everything is parsed
+in memory (text traces are small next to trace.dat); :meth:`TextTrace.iter_batches` slices the parsed tables.
 """
 
 from __future__ import annotations
@@ -193,6 +195,7 @@ class TextTrace:
             self._by_name.setdefault(f.name, []).append(f)
         self._specs: dict[str, tuple[BodySpec | None, BodySpec]] = {}
         self._entry_offsets: dict[str, int] = {}
+        self._cmdlines: dict[int, str] = {}
 
     # -- public API --------------------------------------------------------------------------------------------
     @property
@@ -206,7 +209,7 @@ class TextTrace:
     def cmdlines(self) -> dict[int, str]:
         """pid → comm as seen on the event lines (the last comm printed for each pid)."""
         self._load()
-        return dict(self._meta.get("_cmdlines", {}))
+        return dict(self._cmdlines)
 
     @property
     def damage(self) -> list[dict[str, Any]]:
@@ -273,7 +276,10 @@ class TextTrace:
         kernel = sl.producer == "ftrace"
         self._meta = {
             "path": self.path, "producer": sl.producer, "cpus": sl.header.get("cpus"),
-            "ts_precision_ns": precision, "flags": "text" if fvalid.any() else "absent",
+            # flags: "text" = the kernel's latency column (exact); "libtraceevent" = trace-cmd report -l, whose
+            # column has no BH-disabled (0x80) bit; "absent" = no column, flags/preempt are 0.
+            "ts_precision_ns": precision,
+            "flags": ("text" if kernel else "libtraceevent") if fvalid.any() else "absent",
             "lines": text.count("\n"), "skipped": dict(sl.skipped), "first_bad": dict(sl.first_bad),
             "typing": {}, "partial_bodies": {}, "instances": sorted({i for i in frame["inst"].unique().to_list() if i}),
         }
@@ -282,7 +288,7 @@ class TextTrace:
                 self._meta[k] = sl.header[k]
         if len(frame):
             cm = frame.group_by("pid").agg(pl.col("comm").last())
-            self._meta["_cmdlines"] = dict(zip(cm["pid"].to_list(), cm["comm"].to_list()))
+            self._cmdlines = dict(zip(cm["pid"].to_list(), cm["comm"].to_list()))
         self._entry_offsets = _entry_offsets(frame["body"])
         tables: dict[str, pa.Table] = {}
         for (inst, name), sub in frame.group_by(["inst", "event"], maintain_order=True):

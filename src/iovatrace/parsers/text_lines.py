@@ -199,30 +199,14 @@ def decode_flags(flags_text: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndar
         ``(flags u8, preempt u8, valid bool)``; ``valid`` is False where the column was absent or not understood
         (flags/preempt are 0 there).
     """
-    n = len(flags_text)
-    flags = np.zeros(n, np.uint8)
-    preempt = np.zeros(n, np.uint8)
-    valid = np.zeros(n, bool)
-    # The column holds few distinct values: decode each distinct string once.
+    # The column holds few distinct values: decode each distinct string once, then map the column.
     uniq = flags_text.unique().drop_nulls().to_list()
-    codes = {}
-    for u in uniq:
-        codes[u] = _decode_one(u)
-    if not codes:
-        return flags, preempt, valid
-    keys = pl.Series(list(codes))
-    idx = flags_text.replace_strict(keys, pl.int_range(0, len(keys), eager=True), default=None, return_dtype=pl.Int64)
-    table = np.array([codes[k] or (0, 0, False) for k in keys.to_list()], dtype=object)
-    fl = np.array([t[0] for t in table], np.uint8)
-    pc = np.array([t[1] for t in table], np.uint8)
-    ok = np.array([t[2] for t in table], bool)
-    iv = idx.to_numpy()
-    have = ~np.isnan(iv) if iv.dtype.kind == "f" else np.ones(n, bool)
-    ii = np.where(have, np.nan_to_num(iv), 0).astype(np.int64)
-    flags[have] = fl[ii[have]]
-    preempt[have] = pc[ii[have]]
-    valid[have] = ok[ii[have]]
-    return flags, preempt, valid
+    codes = {u: _decode_one(u) or (0, 0, False) for u in uniq}
+    keys = list(codes)
+    fl = flags_text.replace_strict(keys, [codes[k][0] for k in keys], default=0, return_dtype=pl.UInt8)
+    pc = flags_text.replace_strict(keys, [codes[k][1] for k in keys], default=0, return_dtype=pl.UInt8)
+    ok = flags_text.replace_strict(keys, [codes[k][2] for k in keys], default=False, return_dtype=pl.Boolean)
+    return fl.fill_null(0).to_numpy(), pc.fill_null(0).to_numpy(), ok.fill_null(False).to_numpy()
 
 
 def _decode_one(s: str) -> tuple[int, int, bool] | None:
