@@ -46,6 +46,7 @@ from .rcache import ALLOC_FAIL, FROM_FLUSH, FROM_TREE, RcacheDomain
 
 __all__ = [
     "Policy", "parse_policy", "CostModel", "S390_COST", "Op", "ObservedFlushes", "extract_ops", "run_policy",
+    "scale_time", "add_throughput",
     "WHATIF_EVENTS", "percentile",
 ]
 
@@ -480,6 +481,13 @@ def _histogram(sorted_ns: Sequence[int]) -> dict[str, int]:
         prev = j
     out[">=10s"] = len(sorted_ns) - prev
     return out
+
+
+def scale_time(ops: Sequence[Op], start_ns: int, scale: float) -> list[Op]:
+    """The same operations with every gap since ``start_ns`` multiplied by ``scale`` (0.01 = a device 100× faster
+    issuing the same sequence: flush-queue timers then fire relatively less often than rings fill)."""
+    return [Op(start_ns + int((o.ts_ns - start_ns) * scale), o.cpu, o.kind, o.iovad, o.size, o.limit_pfn, o.pfn,
+               o.flush_rcache) for o in ops]
 
 
 def run_policy(ops: Sequence[Op], policy: Policy, profile: KernelProfile, *, ncpus: int, end_ns: int,

@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 from ..errors import InputError
-from .whatif import S390_COST, WHATIF_EVENTS, CostModel, add_throughput, extract_ops, parse_policy, run_policy
+from .whatif import S390_COST, WHATIF_EVENTS, CostModel, add_throughput, extract_ops, parse_policy, run_policy, \
+    scale_time
 
 __all__ = ["run_whatif", "whatif_results", "DEFAULT_POLICIES"]
 
@@ -20,7 +21,7 @@ DEFAULT_POLICIES = ("strict", "lazy", "lazy:8192/100", "lazy:32768/4000", "singl
 
 
 def whatif_results(trace: str, *, policies: list[str], kernels: list[str],
-                   flush_cost_us: float | None) -> dict[str, Any]:
+                   flush_cost_us: float | None, time_scale: float = 1.0) -> dict[str, Any]:
     """Replay ``trace`` under every policy × kernel and return ``{"policies": [...], "trace": {...}}``.
 
     Args:
@@ -28,6 +29,7 @@ def whatif_results(trace: str, *, policies: list[str], kernels: list[str],
         policies: policy names (:func:`.whatif.parse_policy`); empty = :data:`DEFAULT_POLICIES`.
         kernels: profile names or versions; empty = the trace's own.
         flush_cost_us: cost of one global flush; ``None`` = the s390 model's (2900 × the per-operation cost).
+        time_scale: multiply the trace's time gaps by this (< 1: a faster device issuing the same operations).
 
     Raises:
         InputError: a bad policy or kernel name, or a trace without the needed events.
@@ -57,12 +59,17 @@ def whatif_results(trace: str, *, policies: list[str], kernels: list[str],
     else:
         profs = [detect_profile(getattr(meta, "kernel_release", None), tables.keys())[0]]
     ops, observed, skipped = extract_ops(iter_events(tables, list(tables)))
+    if not time_scale > 0:
+        raise InputError(f"Cannot scale time by {time_scale}: expected a positive factor")
+    end_ns = observed.last_ns
+    if time_scale != 1.0:
+        ops = scale_time(ops, observed.first_ns, time_scale)
+        end_ns = observed.first_ns + int((observed.last_ns - observed.first_ns) * time_scale)
     ncpus = int(getattr(meta, "cpus", 0) or 0) or 1 + max((op.cpu for op in ops), default=0)
     results = []
     for prof in profs:
         for pol in pols:
-            results.append(run_policy(ops, pol, prof, ncpus=ncpus, start_ns=observed.first_ns,
-                                      end_ns=observed.last_ns))
+            results.append(run_policy(ops, pol, prof, ncpus=ncpus, start_ns=observed.first_ns, end_ns=end_ns))
     cost = S390_COST if flush_cost_us is None else CostModel(S390_COST.op_us, S390_COST.sync_us, flush_cost_us)
     add_throughput(results, cost)
     return {
@@ -71,7 +78,7 @@ def whatif_results(trace: str, *, policies: list[str], kernels: list[str],
                   "observed": {"fq_flushes": observed.fq_flushes, "fq_timeouts": observed.fq_timeouts,
                                "unmap_invalidations": observed.unmap_invalidations, "unmaps": observed.unmaps,
                                "lazy": observed.lazy},
-                  "skipped": skipped},
+                  "skipped": skipped, "time_scale": time_scale},
         "cost_model": {"op_us": cost.op_us, "sync_us": cost.sync_us, "flush_us": cost.flush_us,
                        "baseline": "rollover"},
         "policies": results,
@@ -101,7 +108,8 @@ def _table(res: dict[str, Any]) -> str:
              for r in rows]
     t = res["trace"]
     o = t["observed"]
-    head = (f"trace: {t['path']}  kernel: {t['kernel_release']}  span: {t['duration_s']:.3f} s  ops: {t['ops']:,}\n"
+    head = (f"trace: {t['path']}  kernel: {t['kernel_release']}  span: {t['duration_s']:.3f} s  ops: {t['ops']:,}"
+            f"  time scale: {t['time_scale']:g}\n"
             f"kernel's own invalidations: {o['fq_flushes']:,} flush-queue flushes, {o['unmap_invalidations']:,} "
             f"unmap invalidations, {o['unmaps']:,} unmaps ({'lazy' if o['lazy'] else 'strict'})\n"
             f"cost model: op {res['cost_model']['op_us']} us, strict sync {res['cost_model']['sync_us']} us, "
@@ -164,7 +172,7 @@ def _charts(res: dict[str, Any], out_dir: str) -> list[str]:
 
 
 def run_whatif(trace: str, *, policies: list[str], kernels: list[str], flush_cost_us: float | None,
-               out_dir: str | None, as_json: bool) -> None:
+               out_dir: str | None, as_json: bool, time_scale: float = 1.0) -> None:
     """The ``whatif`` CLI command: print a table (or JSON), write tables and charts under ``out_dir``.
 
     Raises:
@@ -172,7 +180,8 @@ def run_whatif(trace: str, *, policies: list[str], kernels: list[str], flush_cos
     """
     import click
 
-    res = whatif_results(trace, policies=policies, kernels=kernels, flush_cost_us=flush_cost_us)
+    res = whatif_results(trace, policies=policies, kernels=kernels, flush_cost_us=flush_cost_us,
+                         time_scale=time_scale)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "whatif.json"), "w") as fh:
