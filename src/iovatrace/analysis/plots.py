@@ -286,11 +286,14 @@ def plot_magazines(df: pl.DataFrame, *, subtitle: str | None = None) -> Figure:
                            size=(10, 2.6 + 2.0 * max(len(series), 1)), subtitle=subtitle)
     units = {"live magazine objects": "magazines", "depot size (trim worker)": "magazines in depot",
              "pfns returned by magazine flushes": "pfns (cumulative)"}
+    titles = {"live magazine objects": "live magazine objects, all domains (a lower bound: a magazine made before "
+                                       "the trace shows only once it is freed)",
+              "pfns returned by magazine flushes": "pfns handed back to the rbtree by iova_magazine_free_pfns"}
     for ax, name in zip(axes, series):
         s = df.filter(pl.col("series") == name)
         ax.step(*thin_steps(s["time_s"].to_numpy(), s["value"].to_numpy()), where="post", color=color_for(name, series),
                 marker="o" if s.height < 100 else None, markersize=3, label=name)
-        finish_axes(ax, xlabel="", ylabel=units[name], title=name, legend=False)
+        finish_axes(ax, xlabel="", ylabel=units[name], title=titles.get(name, name), legend=False)
     if not series:
         empty_note(axes[0], "no magazine events in this trace")
     axes[-1].set_xlabel(TIME_LABEL)
