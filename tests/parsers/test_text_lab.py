@@ -164,3 +164,11 @@ def test_open_trace_sniffs_gzip_text(shared_data: Path) -> None:
     """parsers.open_trace reads the first 4 KiB of a file: a truncated gzip stream must still be recognised."""
     tt = open_trace(shared_data / LAB / "boot_strict" / "trace.txt.gz")
     assert sum(tt.event_counts().values()) == 1577
+
+
+def test_formats_from_a_trace_dat_path(shared_data: Path, binary) -> None:
+    """formats= may name the trace.dat of the same run: its formats and kallsyms are used."""
+    d = shared_data / LAB / "boot_strict"
+    tr, ref = binary("boot_strict")
+    tt = open_text(d / "trace.txt.gz", formats=d / "trace.dat")
+    compare_tables(ref, tt.read_tables(), precision=1000)

@@ -134,7 +134,7 @@ def load_formats_dir(path: str | Path, *, long_size: int = 8) -> dict[str, Event
 def open_text(
     path: str | Path,
     *,
-    formats: Mapping[str, EventFormat] | None = None,
+    formats: Mapping[str, EventFormat] | str | Path | None = None,
     kallsyms: Any = None,
     strict: bool = False,
 ) -> TextTrace:
@@ -142,15 +142,35 @@ def open_text(
 
     Args:
         path: tracefs ``trace``/``trace_pipe`` text or ``trace-cmd report`` output, plain or ``.gz``.
-        formats: ``"system:name"`` → :class:`EventFormat` (from a trace.dat of the same run or
-            :func:`load_formats_dir`); without them columns are inferred.
-        kallsyms: name → address, ``/proc/kallsyms`` text, or the trace.dat reader's ``.kallsyms``, to turn printed ``sym+off`` code pointers (kprobe
-            ``__probe_ip``, ``%pS`` fields) back into addresses. Must be from the same boot.
+        formats: ``"system:name"`` → :class:`EventFormat`, or a path: a trace.dat of the same run (its formats,
+            and its kallsyms unless ``kallsyms`` is given), a tracefs ``events/`` directory or a format dump
+            (:func:`load_formats_dir`). Without formats, columns are inferred.
+        kallsyms: name → address, ``/proc/kallsyms`` text, or the trace.dat reader's ``.kallsyms``, to turn
+            printed ``sym+off`` code pointers (kprobe ``__probe_ip``, ``%pS`` fields) back into addresses. Must be
+            from the same boot.
         strict: raise :class:`TraceFormatError` on the first line or value that cannot be parsed.
 
     Returns:
         A :class:`TextTrace` (parsing happens on first use).
+
+    Raises:
+        TraceFormatError: if ``formats`` names a file that cannot be read as formats or as a trace.dat.
     """
+    if isinstance(formats, (str, Path)):
+        fpath = Path(formats)
+        head = b""
+        if fpath.is_file():
+            with open(fpath, "rb") as fh:
+                head = fh.read(16)
+        if head.startswith(b"\x17\x08\x44tracing"):
+            from .tracedat import TraceDat
+
+            dat = TraceDat(fpath)
+            formats = dat.formats
+            if kallsyms is None:
+                kallsyms = dat.kallsyms
+        else:
+            formats = load_formats_dir(fpath)
     return TextTrace(path, formats=formats, kallsyms=_symbol_map(kallsyms), strict=strict)
 
 
