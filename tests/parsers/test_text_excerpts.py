@@ -40,7 +40,8 @@ def test_tracefs_head_equals_trace_cmd_decode(data: Path) -> None:
     ref = _open(data, "strict_extract_report_Rt.txt", "strict_extract", strict=True)
     got = text.read_tables()
     assert text.meta["ts_precision_ns"] == 1000 and ref.meta["ts_precision_ns"] == 1
-    assert text.meta["entries"] == 149045 and text.meta["cpus"] == 2
+    assert text.meta["entries"] == 149045 and text.meta["cpus"] == 2 and text.meta.cpus == 2
+    assert text.meta.version is None and text.meta.producer == "ftrace"
     counts = compare_tables(ref.read_tables(), got, precision=1000, flags_mask=None)
     assert sum(counts.values()) == 60
     m = got["iommu:map"].to_pylist()[0]

@@ -46,7 +46,7 @@ from .text_decode import DecodeStats, decode_capture, parse_kallsyms, resolve_sy
 from .text_lines import decode_flags, read_text, sniff_text, split_lines
 from .text_printfmt import BodySpec, Capture, compile_print_fmt, compile_raw
 
-__all__ = ["sniff", "open_text", "TextTrace", "load_formats_dir", "parse_format_dump"]
+__all__ = ["sniff", "open_text", "TextTrace", "TextMeta", "load_formats_dir", "parse_format_dump"]
 
 _FAILED = "[FAILED TO PARSE] "
 _PAIR_RE = r'([A-Za-z_][\w.]*)=("[^"]*"|\{[^}]*\}|ARRAY\[[^\]]*\]|\S*)'
@@ -209,7 +209,7 @@ class TextTrace:
         self.stats = DecodeStats()
         self._tables: dict[str, pa.Table] | None = None
         self._lost: pa.Table | None = None
-        self._meta: dict[str, Any] = {}
+        self._meta = TextMeta()
         self._by_name: dict[str, list[EventFormat]] = {}
         for f in self.formats.values():
             self._by_name.setdefault(f.name, []).append(f)
@@ -219,7 +219,7 @@ class TextTrace:
 
     # -- public API --------------------------------------------------------------------------------------------
     @property
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> TextMeta:
         """What the file says about itself: ``producer`` (``ftrace``/``trace-cmd``), ``cpus``, ``ts_precision_ns``,
         ``entries``/``written`` (tracefs header), ``typing`` per event, ``skipped`` lines by reason, ``lines``."""
         self._load()
@@ -294,7 +294,7 @@ class TextTrace:
         digits = frame["frac_digits"].unique().to_list() if len(frame) else [6]
         precision = 10 ** (9 - min(max(digits), 9)) if digits else 1000
         kernel = sl.producer == "ftrace"
-        self._meta = {
+        self._meta = TextMeta({
             "path": self.path, "producer": sl.producer, "cpus": sl.header.get("cpus"),
             # flags: "text" = the kernel's latency column (exact); "libtraceevent" = trace-cmd report -l, whose
             # column has no BH-disabled (0x80) bit; "absent" = no column, flags/preempt are 0.
@@ -302,7 +302,7 @@ class TextTrace:
             "flags": ("text" if kernel else "libtraceevent") if fvalid.any() else "absent",
             "lines": text.count("\n"), "skipped": dict(sl.skipped), "first_bad": dict(sl.first_bad),
             "typing": {}, "partial_bodies": {}, "instances": sorted({i for i in frame["inst"].unique().to_list() if i}),
-        }
+        })
         for k in ("entries", "written"):
             if k in sl.header:
                 self._meta[k] = sl.header[k]
@@ -538,6 +538,22 @@ class TextTrace:
         md = {"iovatrace.schema_version": SCHEMA_VERSION, "iovatrace.event": key, "iovatrace.typing": "inferred",
               **extra}
         return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=md))
+
+
+class TextMeta(dict[str, Any]):
+    """``TextTrace.meta``: a dict whose keys also read as attributes (``meta.cpus``), like the trace.dat reader's
+    metadata; the binary-only attributes (``version``, ``compression``, ``endian``, ``page_size``...) are
+    ``None``."""
+
+    _BINARY_ONLY = ("version", "compression", "endian", "long_size", "kernel_long_size", "page_size", "clock",
+                    "uname", "kernel_release", "tracecmd_version")
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self:
+            return self[name]
+        if name in self._BINARY_ONLY:
+            return None
+        raise AttributeError(name)
 
 
 def _entry_offsets(bodies: pl.Series) -> dict[str, int]:
