@@ -101,64 +101,96 @@ def walk_pages(data: np.ndarray, npages: int, page_size: int, long_size: int, bi
     cut = end > cap
     end = np.minimum(end, cap)
     act = np.nonzero(end > hdr)[0]
-    pos = np.full(act.size, hdr, dtype=np.int64)
+    pos = act * page_size + hdr  # flat byte position of each active page's next record
     ts = page_ts[act].copy()
-    e = end[act]
+    e = act * page_size + end[act]
     out_s: list[np.ndarray] = []
     out_l: list[np.ndarray] = []
     out_t: list[np.ndarray] = []
     out_p: list[np.ndarray] = []
-    last_word = words - 1
+    flat32 = body.view(e32)
+    nwords = flat32.size
     shift27 = np.uint64(27)
     top_mask = np.uint64(0xF8 << 56)
     while act.size:
         wi = pos >> 2
-        w = p32[act, wi].astype(np.int64)
-        a0 = p32[act, np.minimum(wi + 1, last_word)].astype(np.int64)
+        w = flat32[wi].astype(np.int64)
         if big_endian:
             tl = w >> 27
             dl = w & 0x7FFFFFF
         else:
             tl = w & 31
             dl = w >> 5
-        is_data = tl <= 28
-        length = np.where(tl == 0, 4 + ((a0 + 3) & ~3), 4 + 4 * tl)
-        length = np.where(tl == 29, 4 + a0, length)
-        length = np.where(tl >= 30, 8, length)
-        null_pad = (tl == 29) & (dl == 0)
-        bad = ((tl == 0) & (a0 < 4)) | ((pos + length > e) & ~null_pad)
-        ok = ~bad & ~null_pad
-        # clock: data and discarded-event padding add the delta; extends add array0<<27 too; TIME_STAMP is absolute
-        dlu = dl.astype(np.uint64)
-        a0u = a0.astype(np.uint64)
-        ts = np.where(tl == 31, ((a0u << shift27) | dlu) | (ts & top_mask),
-                      ts + np.where(tl == 30, (a0u << shift27) + dlu, dlu))
-        take = is_data & ok
-        if take.any():
-            hl = np.where(tl == 0, 8, 4)
-            out_s.append((act * page_size + pos + hl)[take])
-            out_l.append((length - hl)[take])
-            out_t.append(ts[take])
-            out_p.append(act[take])
-        if bad.any():
-            for i in np.nonzero(bad)[0]:
-                p = int(act[i])
-                if cut[p]:
-                    continue  # the file was cut inside this page: already reported by the page reader
-                why = "length-0 record" if tl[i] == 0 and a0[i] < 4 else (
-                    f"record of {int(length[i])} bytes (type_len {int(tl[i])}) overruns the page's committed data")
-                res_damage.append((p, int(pos[i]), why, int(e[i] - pos[i])))
-        pos = pos + length
-        keep = ok & (pos < e)
-        act, pos, ts, e = act[keep], pos[keep], ts[keep], e[keep]
+        if tl.min() >= 1 and tl.max() <= 28:
+            # fast path: only small data records in this step (the common case)
+            length = 4 + 4 * tl
+            ts = ts + dl.astype(np.uint64)
+            nxt = pos + length
+            bad = nxt > e
+            if bad.any():
+                ok = ~bad
+                _report(res_damage, act, pos, e, tl, length, bad, cut, page_size, None)
+                out_s.append((pos + 4)[ok])
+                out_l.append((length - 4)[ok])
+                out_t.append(ts[ok])
+                out_p.append(act[ok])
+                keep = ok & (nxt < e)
+            else:
+                out_s.append(pos + 4)
+                out_l.append(length - 4)
+                out_t.append(ts)
+                out_p.append(act)
+                keep = nxt < e
+            pos = nxt
+        else:
+            a0 = flat32[np.minimum(wi + 1, nwords - 1)].astype(np.int64)
+            is_data = tl <= 28
+            length = np.where(tl == 0, 4 + ((a0 + 3) & ~3), 4 + 4 * tl)
+            length = np.where(tl == 29, 4 + a0, length)
+            length = np.where(tl >= 30, 8, length)
+            null_pad = (tl == 29) & (dl == 0)
+            bad = ((tl == 0) & (a0 < 4)) | ((pos + length > e) & ~null_pad)
+            ok = ~bad & ~null_pad
+            # clock: data and discarded-event padding add the delta; extends add array0<<27; TIME_STAMP is absolute
+            dlu = dl.astype(np.uint64)
+            a0u = a0.astype(np.uint64)
+            ts = np.where(tl == 31, ((a0u << shift27) | dlu) | (ts & top_mask),
+                          ts + np.where(tl == 30, (a0u << shift27) + dlu, dlu))
+            take = is_data & ok
+            if take.any():
+                hl = np.where(tl == 0, 8, 4)
+                out_s.append((pos + hl)[take])
+                out_l.append((length - hl)[take])
+                out_t.append(ts[take])
+                out_p.append(act[take])
+            if bad.any():
+                _report(res_damage, act, pos, e, tl, length, bad, cut, page_size, a0)
+            pos = pos + length
+            keep = ok & (pos < e)
+        if not keep.all():
+            act, pos, ts, e = act[keep], pos[keep], ts[keep], e[keep]
     if out_s:
         starts = np.concatenate(out_s)
         pages = np.concatenate(out_p)
-        order = np.argsort(pages, kind="stable")
+        order = np.argsort(pages.astype(np.uint16) if npages < 65536 else pages, kind="stable")
         return WalkResult(starts[order], np.concatenate(out_l)[order], np.concatenate(out_t)[order], pages[order],
                           missed, res_damage)
     z = np.zeros(0, dtype=np.int64)
     return WalkResult(z, z, np.zeros(0, dtype=np.uint64), z, missed, res_damage)
+
+
+def _report(sink: list[tuple[int, int, str, int]], act: np.ndarray, pos: np.ndarray, e: np.ndarray,
+            tl: np.ndarray, length: np.ndarray, bad: np.ndarray, cut: np.ndarray, page_size: int,
+            a0: np.ndarray | None) -> None:
+    for i in np.nonzero(bad)[0]:
+        p = int(act[i])
+        if cut[p]:
+            continue  # the file was cut inside this page: the page reader reported it already
+        if a0 is not None and tl[i] == 0 and a0[i] < 4:
+            why = "length-0 record"
+        else:
+            why = f"record of {int(length[i])} bytes (type_len {int(tl[i])}) overruns the page's committed data"
+        sink.append((p, int(pos[i]) - p * page_size, why, int(e[i] - pos[i])))
 
 
 def read_u(data: np.ndarray, starts: np.ndarray, size: int, big_endian: bool) -> np.ndarray:

@@ -107,6 +107,7 @@ class RecordBlock:
     walk: WalkResult
     ids: np.ndarray
     seq0: int
+    common: np.ndarray | None = None
 
     def record_offsets(self) -> np.ndarray:
         """File offset of each record's payload (compressed data: of its chunk)."""
@@ -160,6 +161,7 @@ class TraceDat:
         self._schemas: dict[int, Any] = {}
         self._common: tuple[int, int, int, int, int] | None = None
         self._progress = 0
+        self._comm_table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -294,7 +296,12 @@ class TraceDat:
         big = self.meta.endian == "big"
         L = self.meta.kernel_long_size
         hdr = self.meta.header_data_offset
-        t_off, t_size = self._common_offsets()[:2]
+        t_off, t_size, fl_off, pc_off, pid_off = self._common_offsets()
+        # the usual common header (type u16 @0, flags @2, preempt @3, pid @4): one 8-byte row gather per block
+        bo = ">" if big else "<"
+        cdt = np.dtype({"names": ["type", "flags", "preempt", "pid"],
+                        "formats": [bo + "u2", "u1", "u1", bo + "i4"], "offsets": [0, 2, 3, 4], "itemsize": 8}) \
+            if (t_off, t_size, fl_off, pc_off, pid_off) == (0, 2, 2, 3, 4) else None
         counts: dict[int, int] = {}
         lost: list[tuple[int, int, int, str, int, str]] = []
         for b in self._selected_buffers(buffers):
@@ -303,7 +310,14 @@ class TraceDat:
                 for blk in iter_page_blocks(self._fd, self._size, self.meta, b, cd, block_pages=self.block_pages,
                                             sink=sink, strict=self.strict):
                     wr = walk_pages(blk.data, blk.npages, blk.page_size, L, big, blk.valid, hdr)
-                    ids = read_u(blk.data, wr.starts + t_off, t_size, big)
+                    if cdt is not None:
+                        rows8 = np.lib.stride_tricks.as_strided(blk.data, shape=(blk.data.size - 7, 8),
+                                                                strides=(1, 1))
+                        com = rows8[wr.starts].view(cdt)[:, 0]
+                        ids = com["type"].astype(np.uint16)
+                    else:
+                        com = None
+                        ids = read_u(blk.data, wr.starts + t_off, t_size, big)
                     for p, cnt in wr.missed:
                         pts = int(blk.data[p * blk.page_size: p * blk.page_size + 8].view(">u8" if big else "<u8")[0])
                         lost.append((pts, cd.cpu, cnt, "missed_events_page", int(blk.src_offsets[p]), b.name))
@@ -320,7 +334,7 @@ class TraceDat:
                         for i, k in zip(u.tolist(), c.tolist()):
                             counts[(b.name, i)] = counts.get((b.name, i), 0) + k  # type: ignore[index]
                     self._progress = max(self._progress, int(blk.src_offsets[-1]) + blk.page_size)
-                    yield RecordBlock(b.name, cd.cpu, blk, wr, ids, seq)
+                    yield RecordBlock(b.name, cd.cpu, blk, wr, ids, seq, com)
                     seq += wr.starts.size
         if first and buffers is None:
             self._finish_summary(counts, lost)
@@ -416,12 +430,32 @@ class TraceDat:
         return ts
 
     def _comm(self, pid: np.ndarray) -> Any:
+        """The comm column for ``pid``: a string array built with numpy offsets (no per-row Python)."""
         import pyarrow as pa
 
-        u, inv = np.unique(pid, return_inverse=True)
-        cm = self.cmdlines
-        names = [("<idle>" if p == 0 else cm.get(p)) for p in u.tolist()]
-        return pa.array(names, pa.string()).take(pa.array(inv.astype(np.int32).reshape(-1)))
+        if self._comm_table is None:
+            cm = dict(self.cmdlines)
+            cm.setdefault(0, "<idle>")
+            keys = np.array(sorted(cm), dtype=np.int64)
+            enc = [cm[int(k)].encode("utf-8", "replace") for k in keys]
+            lens = np.array([len(x) for x in enc], dtype=np.int64)
+            starts = np.zeros(lens.size + 1, dtype=np.int64)
+            np.cumsum(lens, out=starts[1:])
+            self._comm_table = (keys, np.frombuffer(b"".join(enc) or b"\0", dtype=np.uint8), starts, lens)
+        keys, blob, starts, lens = self._comm_table
+        p = pid.astype(np.int64)
+        if keys.size == 0:
+            return pa.nulls(p.size, pa.string())
+        k = np.minimum(np.searchsorted(keys, p), keys.size - 1)
+        found = keys[k] == p
+        rl = np.where(found, lens[k], 0)
+        offs = np.zeros(p.size + 1, dtype=np.int64)
+        np.cumsum(rl, out=offs[1:])
+        total = int(offs[-1])
+        idx = np.arange(total, dtype=np.int64) + np.repeat(starts[k] - offs[:-1], rl)
+        validity = None if found.all() else pa.py_buffer(np.packbits(found, bitorder="little"))
+        return pa.StringArray.from_buffers(p.size, pa.py_buffer(offs.astype(np.int32)),
+                                           pa.py_buffer(blob[idx].copy()), validity)
 
     def iter_batches(self, events: Iterable[str] | None = None,
                      buffers: Iterable[str] | None = None) -> Iterator[tuple[str, Any]]:
@@ -464,7 +498,15 @@ class TraceDat:
                 starts = rb.walk.starts[grp]
                 lengths = rb.walk.lengths[grp]
                 n = grp.size
-                pid = read_u(data, starts + pid_off, 4, big).astype(np.uint32).view(np.int32)
+                if rb.common is not None:
+                    cg = rb.common[grp]
+                    pid = cg["pid"].astype(np.int32)
+                    flags = cg["flags"].copy()
+                    preempt = cg["preempt"].copy()
+                else:
+                    pid = read_u(data, starts + pid_off, 4, big).astype(np.uint32).view(np.int32)
+                    flags = data[starts + fl_off]
+                    preempt = data[starts + pc_off]
                 key = fmt.key if not rb.buffer else f"{rb.buffer}/{fmt.key}"
                 cols = [
                     pa.array(self._ts_ns(rb.walk.ts[grp]), pa.uint64()),
@@ -472,8 +514,8 @@ class TraceDat:
                     pa.array((rb.seq0 + grp).astype(np.uint64)),
                     pa.array(pid),
                     self._comm(pid),
-                    pa.array(data[starts + fl_off]),
-                    pa.array(data[starts + pc_off]),
+                    pa.array(flags),
+                    pa.array(preempt),
                     pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([fmt.key])),
                 ]
                 cols += build_columns(fmt, data, starts, lengths, big, L, schema)

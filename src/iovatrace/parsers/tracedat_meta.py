@@ -486,8 +486,57 @@ def _read_v7_rest(buf: Any, meta: TraceMeta, c: Cursor, strict: bool) -> None:
         if name == "" and clock:
             meta.clock = clock
         meta.buffers.append(BufferInfo(name, clock or meta.clock, psize, cpus, bool(flags & 1), off))
+    if not meta.buffers and not strict:
+        _recover_buffers(buf, meta, c.pos)
     if not meta.cpus:
         meta.cpus = max((cd.cpu + 1 for b in meta.buffers for cd in b.cpus), default=0)
+
+
+def _recover_buffers(buf: Any, meta: TraceMeta, first_section: int) -> None:
+    """Find BUFFER sections whose option was lost (it is written after the data, so a cut file loses it).
+
+    Walks the section headers from the first section, as trace-cmd does for STRINGS, and splits each
+    chunk-compressed BUFFER section into per-CPU streams: each CPU starts page-aligned with a u32 chunk count.
+    CPU numbers are assumed to be 0..n-1 and the instance name is unknown; both are stated in the damage entry.
+    """
+    e = "<" if meta.endian == "little" else ">"
+    n = len(buf)
+    pos = first_section
+    found = 0
+    while pos + 16 <= n:
+        sid, flags, _desc, size = struct.unpack_from(e + "HHIQ", buf, pos)
+        if sid > 64 or size > (1 << 48):
+            break
+        if sid == OPT_BUFFER:
+            end = min(pos + 16 + size, n)
+            ps = meta.page_size
+            at = (pos + 16 + ps - 1) // ps * ps
+            cpus: list[CpuData] = []
+            if flags & 1:
+                while at + 4 <= end:
+                    (nch,) = struct.unpack_from(e + "I", buf, at)
+                    if nch == 0 or nch > (1 << 24):
+                        break
+                    q = at + 4
+                    for _ in range(nch):
+                        if q + 8 > end:
+                            q = end
+                            break
+                        cs, _us = struct.unpack_from(e + "II", buf, q)
+                        q = min(q + 8 + cs, end) if q + 8 + cs <= end else end
+                        if q == end:
+                            break
+                    cpus.append(CpuData(len(cpus), at, max(0, q - at - 4) if q < end else end - at - 4))
+                    at = (q + ps - 1) // ps * ps
+            name = "" if found == 0 else f"buffer{found}"
+            meta.buffers.append(BufferInfo(name, meta.clock, ps, cpus, bool(flags & 1), pos))
+            meta.damage.append({"offset": pos, "reason": f"BUFFER option of the section at 0x{pos:x} is missing "
+                                f"(truncated file?); recovered {len(cpus)} CPU streams by scanning, assuming CPU "
+                                f"numbers 0..{max(len(cpus) - 1, 0)}" + ("" if flags & 1 else
+                                "; uncompressed data cannot be split into CPUs without it"),
+                                "expected": "a BUFFER option locating each CPU's data"})
+            found += 1
+        pos += 16 + size
 
 
 def load_lazy(buf: Any, meta: TraceMeta, sid: int) -> bytes:
