@@ -194,6 +194,8 @@ def correlate_result(res: Any, diag: "LeakDiagnosis",
         pfns: list[int] = []
         if d.kind == "iova" and d.pfn_lo is not None and d.pfn_hi is not None and d.pfn_lo <= d.pfn_hi:
             pfns = [d.pfn_lo]
+        elif d.kind == "iova" and d.pfn_lo is None and d.pfn_hi is not None:
+            pfns = [d.pfn_hi]  # a 32-byte dump shows pfn_hi only; the node holding it is the range
         elif d.kind == "iova_magazine":
             pfns = d.pfns
         for p in pfns:
