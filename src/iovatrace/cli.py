@@ -117,7 +117,7 @@ def replay_cmd(**kwargs: Any) -> None:
               help="strict | lazy | lazy:SIZE/TIMEOUT_MS | single | single:SIZE/TIMEOUT_MS | rollover; repeatable.")
 @click.option("--kernel", "kernels", multiple=True, help="Kernel profile(s) to compare; repeatable.")
 @click.option("--flush-cost-us", type=float, default=None,
-              help="Cost of one global IOTLB flush (flush-queue flush) in microseconds; default 2900, the s390 "
+              help="Cost of one global IOTLB flush (flush-queue flush) in microseconds; default 5800, the s390 "
                    "model (1 us per DMA operation and per strict invalidation).")
 @click.option("--time-scale", type=float, default=1.0, show_default=True,
               help="Multiply the trace's time gaps (0.01 = the same operations from a 100x faster device).")

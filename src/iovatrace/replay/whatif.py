@@ -21,14 +21,20 @@ The model's pfns differ from the kernel's once policies differ; an unmap is matc
 kernel's pfn. Unmaps of IOVAs allocated before the trace began still cost an invalidation (strict) or a queue slot
 (lazy) but free nothing. Timers and depot work are deadlines fired before any later operation (trace time).
 
-Cost model (:class:`CostModel`, documented in docs of ``iovatrace whatif``): the work is the trace's DMA
-operations; each costs ``op_us`` of CPU time; each strict (ranged) invalidation costs ``sync_us``; each flush-queue
-flush (a global ``flush_iotlb_all``) costs ``flush_us``. Flushes are serialised (s390 RPCIT under z/VM, or a VT-d
-queue drained by one waiter), so the estimated run time is ``ops*op_us + syncs*sync_us + flushes*flush_us`` and the
-relative throughput of a policy is ``time(rollover) / time(policy)``. With ``sync_us = op_us`` and
-``flush_us ≈ 2900 * op_us`` (a global flush that re-shadows the whole I/O page table), a saturating workload gives
-the seed thread's s390 NVMe figures: strict ≈ 50 %, 8192/100 ms ≈ 74 %, 32768/4000 ms ≈ 92 %, the default 256/10 ms
-queue ≈ 8 % of rollover (one global flush per 255 unmaps).
+Cost model (:class:`CostModel`): the work is the trace's DMA operations; each costs ``op_us`` of CPU time; each
+strict (ranged) invalidation costs ``sync_us``; each flush-queue flush (a global ``flush_iotlb_all``) costs
+``flush_us``. Flushes are serialised (s390 RPCIT under z/VM, or a VT-d queue drained by one waiter), so the
+estimated run time is ``ops*op_us + syncs*sync_us + flushes*flush_us`` and the relative throughput of a policy is
+``time(rollover) / time(policy)``.
+
+Why :data:`S390_COST` is (1, 1, 5800): on a saturating stream the queue timers never fire and the rings fill; a
+ring-full flush of one CPU advances the shared ``fq_flush_finish_cnt``, so every CPU's ring drains at its next
+``queue_iova`` and there is one global flush per ``ncpus * (size - 1)`` unmaps. The seed thread's s390 NVMe
+figures then pin the parameters (2 CPUs, op = 1): strict ≈ 50 % gives ``sync = op``; 8192/100 ms ≈ 76 % gives
+``flush ≈ 5200``; 32768/4000 ms ≈ 91 % gives ``flush ≈ 6500``; the default queue under 8 % needs ``flush > 5870``.
+``flush = 5800`` satisfies all four within three points: a global flush that re-validates the whole shadowed I/O
+page table costs thousands of ranged ones. With a cheap global flush (VT-d: ``flush_us ≈ sync_us``) the verdict
+reverses and every queue beats strict.
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ __all__ = [
 
 #: Events :func:`extract_ops` reads.
 WHATIF_EVENTS = (
-    "iova:alloc_iova_fast", "iova:alloc_iova_fast_ret", "dmaiommu:iommu_dma_alloc_iova", "dmaiommu:__iommu_dma_unmap",
+    "iova:alloc_iova_fast", "iova:alloc_iova_fast_ret", "dmaiommu:iommu_dma_alloc_iova",
+    "dmaiommu:iommu_dma_alloc_iova_ret", "dmaiommu:__iommu_dma_unmap",
     "iova:iova_cpuhp_dead", "iova:put_iova_domain", "iova:init_iova_domain", "dmaiommu:fq_flush_iotlb",
     "dmaiommu:fq_flush_timeout", "intel_iommu:qi_submit", "intel_iommu:cache_tag_flush_range", "iommu:unmap",
 )
@@ -139,7 +146,7 @@ class CostModel:
 
 
 #: The expensive-flush model that reproduces the seed thread (e)'s s390 measurements (module doc).
-S390_COST = CostModel(op_us=1.0, sync_us=1.0, flush_us=2900.0)
+S390_COST = CostModel(op_us=1.0, sync_us=1.0, flush_us=5800.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +160,9 @@ class Op:
         size: pages (ALLOC: as requested; UNMAP: iova_align(size + offset) >> shift).
         limit_pfn: ALLOC limit.
         pfn: the kernel's pfn (ALLOC result, UNMAP address).
-        flush_rcache: ALLOC's flush_rcache argument.
+        flush_rcache: ALLOC's flush_rcache argument (of its last attempt).
+        fallback_limit: ALLOC inside ``iommu_dma_alloc_iova``: the device's full limit, tried (with
+            flush_rcache) when the first, 32-bit attempt fails; 0 = no second attempt.
     """
 
     ts_ns: int
@@ -164,6 +173,7 @@ class Op:
     limit_pfn: int = 0
     pfn: int = 0
     flush_rcache: bool = True
+    fallback_limit: int = 0
 
 
 @dataclass(slots=True)
@@ -205,6 +215,9 @@ def extract_ops(events: Iterable[Event]) -> tuple[list[Op], ObservedFlushes, dic
     skipped = {"unmap_unknown_domain": 0, "ret_without_entry": 0}
     pend_alloc: dict[int, Event] = {}
     pend_dev: dict[int, int] = {}
+    # iommu_dma_alloc_iova in progress per CPU: [first attempt Op or None, its dma_limit pfn]; the kernel tries a
+    # 32-bit limit first (SAC / pci_32bit_workaround) and then the device's limit: that is one allocation
+    in_dma_alloc: dict[int, list[Any]] = {}
     dev_iovad: dict[int, int] = {}
     after_unmap: dict[int, bool] = {}
     has_cache_tag = False
@@ -228,10 +241,29 @@ def extract_ops(events: Iterable[Event]) -> tuple[list[Op], ObservedFlushes, dic
                 skipped["ret_without_entry"] += 1
                 continue
             af = a.fields
-            ops.append(Op(a.ts_ns, cpu, ALLOC, af["iovad"], af["size"], af["limit_pfn"], f["pfn"],
-                          bool(af.get("flush_rcache", 1))))
+            op = Op(a.ts_ns, cpu, ALLOC, af["iovad"], af["size"], af["limit_pfn"], f["pfn"],
+                    bool(af.get("flush_rcache", 1)))
+            ctx = in_dma_alloc.get(cpu)
+            if ctx is None:
+                ops.append(op)
+            elif ctx[0] is None:
+                ctx[0] = op
+            else:  # the second attempt: merge into the first
+                f0 = ctx[0]
+                ctx[0] = Op(f0.ts_ns, cpu, ALLOC, f0.iovad, f0.size, f0.limit_pfn, op.pfn, op.flush_rcache,
+                            op.limit_pfn)
         elif n == "dmaiommu:iommu_dma_alloc_iova":
             pend_dev[cpu] = f["dev"]
+            in_dma_alloc[cpu] = [None, (f.get("dma_limit", 0) >> 12)]
+        elif n == "dmaiommu:iommu_dma_alloc_iova_ret":
+            ctx = in_dma_alloc.pop(cpu, None)
+            if ctx is not None and ctx[0] is not None:
+                f0 = ctx[0]
+                fb = f0.fallback_limit
+                if not fb and not f0.flush_rcache and ctx[1] > f0.limit_pfn:
+                    fb = ctx[1]  # the 32-bit try succeeded in the kernel; a model failure would fall back
+                ops.append(Op(f0.ts_ns, cpu, ALLOC, f0.iovad, f0.size, f0.limit_pfn,
+                              f["iova"] >> 12 if f.get("iova") else 0, f0.flush_rcache or bool(fb), fb))
         elif n == "dmaiommu:__iommu_dma_unmap":
             obs.unmaps += 1
             iovad = dev_iovad.get(f["dev"])
@@ -378,7 +410,10 @@ class WhatifRun:
                 d.cookie.flush_all_queued(op.ts_ns, op.cpu, FlushReason.EXHAUSTION)
                 pfn = dom.alloc_iova_fast(op.cpu, op.size, op.limit_pfn, op.flush_rcache)
         else:
-            pfn = dom.alloc_iova_fast(op.cpu, op.size, op.limit_pfn, op.flush_rcache)
+            pfn = dom.alloc_iova_fast(op.cpu, op.size, op.limit_pfn, op.flush_rcache and not op.fallback_limit)
+        if not pfn and op.fallback_limit:
+            # iommu_dma_alloc_iova's second try over the device's whole DMA mask
+            pfn = dom.alloc_iova_fast(op.cpu, op.size, op.fallback_limit, True)
         src = dom.last_source
         if src == FROM_FLUSH:
             self.rcache_flushes += 1

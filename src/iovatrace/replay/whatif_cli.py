@@ -28,7 +28,7 @@ def whatif_results(trace: str, *, policies: list[str], kernels: list[str],
         trace: a trace file (trace.dat or text).
         policies: policy names (:func:`.whatif.parse_policy`); empty = :data:`DEFAULT_POLICIES`.
         kernels: profile names or versions; empty = the trace's own.
-        flush_cost_us: cost of one global flush; ``None`` = the s390 model's (2900 × the per-operation cost).
+        flush_cost_us: cost of one global flush; ``None`` = the s390 model's (5800 × the per-operation cost).
         time_scale: multiply the trace's time gaps by this (< 1: a faster device issuing the same operations).
 
     Raises:
