@@ -127,6 +127,7 @@ def needed_events(charts: Iterable[Chart] = CHARTS) -> set[str]:
     keys.update({"dma:dma_unmap_page", "kmem:kmem_cache_free", "iova:put_iova_domain", "intel_iommu:qi_submit",
                  "intel_iommu:cache_tag_flush_range", "intel_iommu:cache_tag_flush_all",
                  "iova:iova_magazine_free_pfns", "kmem:kmem_cache_alloc", "iova:iova_depot_work_func",
+                 "iova:init_iova_domain",
                  "dmaiommu:iommu_dma_alloc_iova", "dmaiommu:fq_flush_timeout", "dmaiommu:fq_flush_iotlb"})
     return keys
 
@@ -314,7 +315,7 @@ def write_report(result: Any, report_dir: str | os.PathLike[str], *, trace: str 
     if tables is None and trace is not None:
         from ..parsers import open_trace
 
-        tables = open_trace(trace).read_tables()
+        tables = open_trace(trace).read_tables(events=sorted(needed_events()))
     name = trace or (getattr(result, "extras", {}) or {}).get("trace") or "trace"
     title = _title(name)
     labels = frames_iova.iovad_labels(tables) if tables is not None else {}
@@ -363,7 +364,7 @@ def run_chart(trace: str, out_dir: str, *, kernel: str | None = None) -> Path:
     from ..errors import IovatraceError, InputError
     from ..parsers import open_trace
 
-    tables = open_trace(trace).read_tables()
+    tables = open_trace(trace).read_tables(events=sorted(needed_events()))
     result, notes = None, []
     try:
         from ..replay.commands import replay_trace
