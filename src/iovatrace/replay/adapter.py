@@ -56,6 +56,10 @@ DEFAULT_OPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "fq_flush_iotlb": ("dmaiommu:fq_flush_iotlb", ("cookie",)),
     "fq_flush_timeout": ("dmaiommu:fq_flush_timeout", ("timer",)),
     "__iommu_dma_unmap": ("dmaiommu:__iommu_dma_unmap", ("dev", "dma_addr", "size")),
+    "dma_unmap_page": ("dma:dma_unmap_page", ("device", "addr", "size")),
+    "dma_unmap_sg": ("dma:dma_unmap_sg", ("device",)),
+    "dma_map_page": ("dma:dma_map_page", ("device", "dma_addr", "size")),
+    "dma_map_sg": ("dma:dma_map_sg", ("device", "dma_addrs")),
 }
 
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from ..event import Event
 from .adapter import EventMap
 from .fidelity import Fidelity
+from .gaps import UnmapTracker
 from .findings import Certainty, Finding, Severity
 from .iova import order_base_2
 from .profiles import KernelProfile
@@ -154,6 +155,7 @@ class ReplayDriver:
         self.has_depot_work = has("iova_depot_work_func") and profile.list_depot
         self.has_kmem = has("kmem_cache_alloc") and profile.mag_cache == "iommu_iova_magazine"
         self.has_cpuhp = has("cpuhp_enter")
+        self.has_dma_events = has("dma_map_page")
         missed = {k: v for k, v in self.result.probe_misses.items() if v[1] > 0}
         self._misses_gap = (", ".join(f"{k} missed {v[1]} of {v[0] + v[1]}" for k, v in sorted(missed.items()))
                             if missed else None)
@@ -163,6 +165,10 @@ class ReplayDriver:
         self._expect_free: list[tuple[DomainState, int] | None] = [None] * cpus
         self._cur: list[DomainState | None] = [None] * cpus
         self._devname: list[str | None] = [None] * cpus
+        self._devptr: list[int | None] = [None] * cpus
+        self._mapped: list[tuple[int, int] | None] = [None] * cpus  # range of the last allocation per CPU
+        self._lost_map: list[tuple[int, int, int] | None] = [None] * cpus
+        self.unmaps = UnmapTracker()
         self._next_deadline = at_ns if at_ns is not None else 1 << 64
         self._n = 0
         self._dispatch: dict[str, tuple[Callable[[Event, tuple[str, ...]], None], tuple[str, ...]]] = {}
@@ -249,6 +255,9 @@ class ReplayDriver:
             self._expect_free.append(None)
             self._cur.append(None)
             self._devname.append(None)
+            self._devptr.append(None)
+            self._mapped.append(None)
+            self._lost_map.append(None)
         if cpu >= self.ncpus:
             self.online.update(range(self.ncpus, cpu + 1))
             self.ncpus = cpu + 1
@@ -391,6 +400,7 @@ class ReplayDriver:
         self._drain(st, ev.ts_ns, ev.cpu)
         st.destroyed_ns = ev.ts_ns
         del self.domains[iovad]
+        self.unmaps.forget(st)
 
     def _on_free_iova_rcaches(self, ev: Event, k: tuple[str, ...]) -> None:
         st = self.domains.get(ev.fields[k[0]])
@@ -410,6 +420,15 @@ class ReplayDriver:
         if dn is not None:
             st.devices.add(dn)
             self._devname[cpu] = None
+            self.unmaps.dev_owner[dn] = st
+            dp = self._devptr[cpu]
+            if dp is not None:
+                self.unmaps.dev_owner[dp] = st
+        # A strict domain frees at unmap time: unmaps still open on this CPU lost their free_iova_fast hit.
+        for e in self.unmaps.alloc(st, cpu):
+            self._lost_free(st, cpu, e.pfn, e.pages, ts)
+        for e in self.unmaps.unknown_open(cpu):
+            self._attribute_unknown(cpu, e.pfn, e.pages, ts)
         p = self._pending[cpu]
         if p.st is not None:
             self._gap(ts, f"alloc_iova_fast on cpu{cpu} without the return of the previous one (lost kretprobe)",
@@ -508,10 +527,24 @@ class ReplayDriver:
             st.rcache_flushes += 1
         # fidelity
         fid = self.fid
+        if actual:
+            self._mapped[cpu] = (actual, actual + rsize - 1)
+        stale = bool(actual) and self.unmaps.realloc(st, actual) > 0
+        if stale:
+            # Its earlier unmap never saw a free: that free_iova_fast hit was lost before this allocation, so
+            # the prediction depended on a gap.
+            st.lost_frees += 1
+            st.findings_gap = f"lost free_iova_fast hits (kprobe misses), e.g. pfn {actual:#x}"
+            self._gap(ts, f"pfn {actual:#x} in {st.name} allocated again without the free of its last unmap")
+        recon = stale or bool(st.recon and (pred in st.recon or actual in st.recon))
+        if recon:
+            st.recon.discard(pred)
+            st.recon.discard(actual)
         if st.observed:
             fid.predicted += 1
-            if st.taint_left > 0:
-                st.taint_left -= 1
+            if st.taint_left > 0 or recon:
+                if st.taint_left > 0:
+                    st.taint_left -= 1
                 fid.uncertain += 1
                 st.pred_uncertain += 1
                 if matched:
@@ -646,6 +679,18 @@ class ReplayDriver:
         dom = st.dom
         dom.now = ts
         st.frees += 1
+        if st.recon and pfn in st.recon and (pfn in dom.cached_pfns or pfn not in dom._hi):
+            st.recon.discard(pfn)  # the free we reconstructed was only late, not lost: already applied
+            return
+        lost = self.unmaps.free(st, cpu, pfn, ts)
+        if self.unmaps.is_strict(st):
+            # Unmaps of unknown domain on this CPU before this one: in a strict domain they were freed by now.
+            for e in self.unmaps.older_unknown(cpu, self.unmaps.last_unmap[cpu].ts if cpu in self.unmaps.last_unmap
+                                               else ts):
+                self._attribute_unknown(cpu, e.pfn, e.pages, ts)
+        late = not self.unmaps.is_strict(st)  # a flush-queue batch: the lost frees happened some time ago
+        for e in lost:
+            self._lost_free(st, cpu, e.pfn, e.pages, ts, late=late)
         if pfn in dom.cached_pfns:
             self._bad_free(st, ev, pfn, size, "double_free", "is already in a magazine")
             return
@@ -811,7 +856,133 @@ class ReplayDriver:
 
     def _on_iommu_dma_alloc_iova(self, ev: Event, k: tuple[str, ...]) -> None:
         # dma-iommu's caller: names the device whose alloc_iova_fast follows on this CPU.
-        self._devname[ev.cpu] = ev.fields.get(k[4]) or None
+        f = ev.fields
+        self._devname[ev.cpu] = f.get(k[4]) or None
+        self._devptr[ev.cpu] = f.get(k[3])
+
+    # ------------------------------------------------------------------------------------------------ lost frees
+
+    def _on_iommu_dma_unmap_(self, ev: Event, k: tuple[str, ...]) -> None:  # __iommu_dma_unmap
+        self.unmaps.announce(ev.cpu, ev.fields[k[0]])
+
+    def _on_dma_unmap_sg(self, ev: Event, k: tuple[str, ...]) -> None:
+        self.unmaps.announce(ev.cpu, ev.fields[k[0]])  # the sg tracepoint comes before the unmap
+
+    def _on_iommu_map(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        cpu = ev.cpu
+        pfn = f[k[0]] >> 12
+        rng = self._mapped[cpu]
+        if rng is not None and rng[0] <= pfn <= rng[1]:
+            return
+        self._mapped[cpu] = None
+        pages = (f[k[2]] + 4095) >> 12
+        if self.has_dma_events:
+            # The dma:dma_map_* tracepoint right after names the device: attribute the mapping then.
+            self._lost_map[cpu] = (pfn, pages, ev.ts_ns)
+            return
+        self._reconstruct_alloc(cpu, pfn, pages, ev.ts_ns, None)
+
+    def _on_dma_map_page(self, ev: Event, k: tuple[str, ...]) -> None:
+        lm = self._lost_map[ev.cpu]
+        if lm is None:
+            return
+        self._lost_map[ev.cpu] = None
+        f = ev.fields
+        if f[k[1]] >> 12 == lm[0]:
+            self._reconstruct_alloc(ev.cpu, lm[0], lm[1], lm[2], self.unmaps.dev_owner.get(f[k[0]]))
+
+    def _on_dma_map_sg(self, ev: Event, k: tuple[str, ...]) -> None:
+        lm = self._lost_map[ev.cpu]
+        if lm is None:
+            return
+        self._lost_map[ev.cpu] = None
+        f = ev.fields
+        addrs = f[k[1]] or []
+        if addrs and addrs[0] >> 12 == lm[0]:
+            self._reconstruct_alloc(ev.cpu, lm[0], lm[1], lm[2], self.unmaps.dev_owner.get(f[k[0]]))
+
+    def _reconstruct_alloc(self, cpu: int, pfn: int, pages: int, ts: int, owner: DomainState | None) -> None:
+        """An iommu:map with no alloc_iova_fast before it: the allocation's kprobe hits were lost."""
+        rsize = (1 << (pages - 1).bit_length() if pages > 1 else 1) if pages < 32 else pages
+        cands = []
+        for d in ([owner] if owner is not None else self.domains.values()):
+            dd = d.dom
+            if pfn in dd.cached_pfns or (dd.find_iova(pfn) is None and dd.find_iova(pfn + rsize - 1) is None):
+                cands.append(d)
+        if len(cands) != 1:
+            if cands:
+                self._gap(ts, f"iommu:map of pfn {pfn:#x} without its alloc_iova_fast; {len(cands)} domains "
+                              "could own it", cands)
+            return
+        st = cands[0]
+        dom = st.dom
+        # A dma-iommu mapping whose allocation the trace lost: the range must be free or cached on this CPU.
+        if pfn in dom.cached_pfns:
+            if not dom.uncache(pfn, cpu):
+                return
+        elif dom.find_iova(pfn) is None and dom.find_iova(pfn + rsize - 1) is None:
+            lo_list = dom._lo
+            nxt = lo_list[lo_list.bisect_left(pfn)]
+            if nxt <= pfn + rsize - 1:
+                return
+            dom._insert(pfn, pfn + rsize - 1)
+            if pfn + rsize - 1 < dom.dma_32bit_pfn:
+                dom.cached32_node = pfn
+            else:
+                dom.cached_node = pfn
+        else:
+            return
+        self._touch(st)
+        st.recon.add(pfn)
+        st.findings_gap = f"lost alloc_iova_fast hits (kprobe misses), e.g. pfn {pfn:#x} at {ts / 1e9:.6f}s"
+        self._gap(ts, f"iommu:map of pfn {pfn:#x} ({pages} pages) on cpu{cpu} without its alloc_iova_fast: "
+                      f"allocation reconstructed in {st.name}")
+
+    def _on_iommu_unmap(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        size = f[k[1]]
+        self.unmaps.unmap(ev.cpu, f[k[0]] >> 12, (size + 4095) >> 12, ev.ts_ns)
+
+    def _on_dma_unmap_page(self, ev: Event, k: tuple[str, ...]) -> None:
+        f = ev.fields
+        e = self.unmaps.attribute(ev.cpu, f[k[0]], f[k[1]] >> 12)
+        if e is not None and e.owner is not None and self.unmaps.is_strict(e.owner):
+            e.open = False
+            self._lost_free(e.owner, ev.cpu, e.pfn, e.pages, ev.ts_ns)
+
+    def _lost_free(self, st: DomainState, cpu: int, pfn: int, pages: int, ts: int, late: bool = False) -> None:
+        """Apply a free_iova_fast the kernel did but the trace lost (its unmap is in the trace).
+
+        ``late``: found only when a later entry of its flush-queue ring was freed; when exactly it happened is
+        unknown, so the domain's next predictions are uncertain.
+        """
+        dom = st.dom
+        if st.destroyed_ns is not None or pfn not in dom._hi or pfn in dom.cached_pfns:
+            return
+        if cpu >= dom.ncpus:
+            dom.ensure_cpu(cpu)
+        dom.now = ts
+        self._touch(st)
+        if not dom.iova_rcache_insert(cpu, pfn, pages):
+            dom.free_iova(pfn)
+        if st.ops:
+            self._drain(st, ts, cpu)
+        st.recon.add(pfn)
+        st.lost_frees += 1
+        st.findings_gap = f"lost free_iova_fast hits (kprobe misses), e.g. pfn {pfn:#x} at {ts / 1e9:.6f}s"
+        self._gap(ts, f"lost free_iova_fast of pfn {pfn:#x} ({pages} pages) in {st.name} on cpu{cpu}, "
+                      "reconstructed from iommu:unmap", (st,) if late else ())
+
+    def _attribute_unknown(self, cpu: int, pfn: int, pages: int, ts: int) -> None:
+        """An unmap of unknown domain never freed: give it to the one strict domain that can own it."""
+        rsize = (1 << (pages - 1).bit_length() if pages > 1 else 1) if pages < 32 else pages
+        cands = [st for st in self.domains.values()
+                 if st.dom.node_hi(pfn) == pfn + rsize - 1 and pfn not in st.dom.cached_pfns]
+        if len(cands) == 1 and self.unmaps.is_strict(cands[0]):
+            self._lost_free(cands[0], cpu, pfn, pages, ts)
+        elif cands:
+            self._gap(ts, f"unmap of pfn {pfn:#x} lost its free; {len(cands)} domains could own it", cands)
 
     # ------------------------------------------------------------------------------------------------ findings
 

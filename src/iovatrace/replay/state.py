@@ -48,7 +48,7 @@ class DomainState:
         "free_iova_calls", "failures", "fail32", "hits", "misses", "prior_frees", "rcache_flushes", "max_depot",
         "devices", "kmem_model", "kmem_trace", "fp_model", "fp_trace", "pred_exact", "pred_mismatch",
         "pred_uncertain", "learned", "learned_match", "depot_pops_with_successors", "alive_at_put", "ops",
-        "lazy", "flush_times", "findings_gap",
+        "lazy", "flush_times", "findings_gap", "recon", "lost_frees",
     )
 
     def __init__(self, dom: RcacheDomain, iovad: int, observed: bool, created_ns: int | None) -> None:
@@ -86,6 +86,8 @@ class DomainState:
         self.lazy = False
         self.flush_times: list[int] = []
         self.findings_gap: str | None = None
+        self.recon: set[int] = set()  # pfns whose lost free the replay reconstructed (predictions on them: uncertain)
+        self.lost_frees = 0
 
     @property
     def name(self) -> str:
@@ -129,5 +131,6 @@ class DomainState:
             "predictions": {"exact": self.pred_exact, "mismatched": self.pred_mismatch,
                             "uncertain": self.pred_uncertain, "learned": self.learned,
                             "learned_matched": self.learned_match},
+            "lost_frees_reconstructed": self.lost_frees,
             "gap": self.gap,
         }
