@@ -370,3 +370,146 @@ OOPS_CODE = _report_schema("oops_code", [
 # ---------------------------------------------------------------------------------------------------------------
 # Replay findings and state tables (owned by replay/). Declared below this line.
 # ---------------------------------------------------------------------------------------------------------------
+
+#: One row per replay finding (iovatrace.replay.findings.Finding).
+REPLAY_FINDINGS = pa.schema(
+    [
+        pa.field("ts_ns", pa.uint64(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("severity", pa.string(), nullable=False),
+        pa.field("certainty", pa.string(), nullable=False),
+        pa.field("domain", pa.string()),
+        pa.field("device", pa.string()),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("gap", pa.string()),
+        pa.field("events", pa.list_(pa.list_(pa.uint64()))),
+        pa.field("details_json", pa.string()),
+    ],
+    metadata={"iovatrace.schema_version": SCHEMA_VERSION, "iovatrace.table": "replay_findings"},
+)
+
+#: Per-domain state samples taken during the replay (at most one per domain per sampling period).
+REPLAY_STATE = pa.schema(
+    [
+        pa.field("ts_ns", pa.uint64(), nullable=False),
+        pa.field("iovad", pa.string(), nullable=False),
+        pa.field("live_iovas", pa.int64(), nullable=False),  # allocated ranges not cached, reserved excluded
+        pa.field("cached_pfns", pa.int64(), nullable=False),  # pfns held by magazines
+        pa.field("depot_magazines", pa.int64(), nullable=False),
+        pa.field("allocs", pa.int64(), nullable=False),  # cumulative alloc_iova_fast returns
+        pa.field("frees", pa.int64(), nullable=False),  # cumulative free_iova_fast calls
+    ],
+    metadata={"iovatrace.schema_version": SCHEMA_VERSION, "iovatrace.table": "replay_state"},
+)
+
+#: One row per domain at the end of the replay.
+REPLAY_DOMAINS = pa.schema(
+    [
+        pa.field("iovad", pa.string(), nullable=False),
+        pa.field("observed", pa.string(), nullable=False),  # full | partial
+        pa.field("created_ns", pa.uint64()),
+        pa.field("destroyed_ns", pa.uint64()),
+        pa.field("devices", pa.list_(pa.string())),
+        pa.field("allocs", pa.int64(), nullable=False),
+        pa.field("frees", pa.int64(), nullable=False),
+        pa.field("alloc_failures", pa.int64(), nullable=False),
+        pa.field("rcache_hits", pa.list_(pa.int64())),  # per bin, index 6 = uncached sizes
+        pa.field("rcache_misses", pa.list_(pa.int64())),
+        pa.field("depot_sizes", pa.list_(pa.int64())),
+        pa.field("live_iovas", pa.int64(), nullable=False),
+        pa.field("live_iovas_certainty", pa.string(), nullable=False),  # exact | lower_bound
+        pa.field("predicted_exact", pa.int64(), nullable=False),
+        pa.field("predicted_uncertain", pa.int64(), nullable=False),
+        pa.field("predicted_mismatched", pa.int64(), nullable=False),
+        pa.field("gap", pa.string()),
+    ],
+    metadata={"iovatrace.schema_version": SCHEMA_VERSION, "iovatrace.table": "replay_domains"},
+)
+
+
+def findings_table(findings: Iterable[Any]) -> pa.Table:
+    """Replay findings as a :data:`REPLAY_FINDINGS` table.
+
+    Args:
+        findings: :class:`iovatrace.replay.findings.Finding` objects.
+
+    Returns:
+        The table (empty with the schema when there are none).
+    """
+    import json
+
+    rows = [f.to_dict() for f in findings]
+    cols = {
+        "ts_ns": [r["ts_ns"] for r in rows],
+        "kind": [r["kind"] for r in rows],
+        "severity": [r["severity"] for r in rows],
+        "certainty": [r["certainty"] for r in rows],
+        "domain": [r["domain"] for r in rows],
+        "device": [r["device"] for r in rows],
+        "message": [r["message"] for r in rows],
+        "gap": [r["gap"] for r in rows],
+        "events": [r["events"] for r in rows],
+        "details_json": [json.dumps(r["details"], default=str) for r in rows],
+    }
+    return pa.table(cols, schema=REPLAY_FINDINGS)
+
+
+def replay_state_table(timeline: Iterable[tuple[int, int, int, int, int, int, int]]) -> pa.Table:
+    """The replay's state samples ``(ts_ns, iovad, live, cached, depot, allocs, frees)`` as :data:`REPLAY_STATE`."""
+    rows = list(timeline)
+    names = [f.name for f in REPLAY_STATE]
+    cols: dict[str, list[Any]] = {n: [] for n in names}
+    for r in rows:
+        for n, v in zip(names, r):
+            cols[n].append(v)
+    cols["iovad"] = [f"{v:#x}" for v in cols["iovad"]]
+    return pa.table(cols, schema=REPLAY_STATE)
+
+
+def replay_domains_table(domains: Iterable[Any]) -> pa.Table:
+    """Per-domain end state (``DomainState.summary()`` dicts or objects with ``summary()``) as :data:`REPLAY_DOMAINS`."""
+    sums = [d.summary() if hasattr(d, "summary") else d for d in domains]
+    cols = {
+        "iovad": [s["iovad"] for s in sums],
+        "observed": [s["observed"] for s in sums],
+        "created_ns": [s["created_ns"] for s in sums],
+        "destroyed_ns": [s["destroyed_ns"] for s in sums],
+        "devices": [list(s["devices"]) for s in sums],
+        "allocs": [s["allocs"] for s in sums],
+        "frees": [s["frees"] for s in sums],
+        "alloc_failures": [s["alloc_failures"] for s in sums],
+        "rcache_hits": [s["rcache_hits"] for s in sums],
+        "rcache_misses": [s["rcache_misses"] for s in sums],
+        "depot_sizes": [s["depot_sizes"] for s in sums],
+        "live_iovas": [s["live_iovas"] for s in sums],
+        "live_iovas_certainty": [s["live_iovas_certainty"] for s in sums],
+        "predicted_exact": [s["predictions"]["exact"] for s in sums],
+        "predicted_uncertain": [s["predictions"]["uncertain"] for s in sums],
+        "predicted_mismatched": [s["predictions"]["mismatched"] for s in sums],
+        "gap": [s["gap"] for s in sums],
+    }
+    return pa.table(cols, schema=REPLAY_DOMAINS)
+
+
+def write_replay_tables(result: Any, out_dir: str) -> list[str]:
+    """Write a replay result's findings, state timeline and domains as Parquet files in ``out_dir``.
+
+    Args:
+        result: an :class:`iovatrace.replay.driver.ReplayResult`.
+        out_dir: an existing directory.
+
+    Returns:
+        The paths written (``findings.parquet``, ``state.parquet``, ``domains.parquet``).
+    """
+    import os
+
+    import pyarrow.parquet as pq
+
+    out = []
+    for name, table in (("findings", findings_table(result.findings)),
+                        ("state", replay_state_table(result.timeline)),
+                        ("domains", replay_domains_table(result.domains))):
+        path = os.path.join(out_dir, f"{name}.parquet")
+        pq.write_table(table, path)
+        out.append(path)
+    return out
