@@ -253,3 +253,23 @@ def test_random_rows_trace_cmd_round_trip(tmp_path_factory, trace_cmd, fr, varia
     (d / "r.txt").write_text(rep.stdout)
     got = open_text(d / "r.txt", formats=fmts, strict=True).read_tables()
     compare_tables(expected_tables(fmts, rows, CMDLINES), got, flags_mask=None)
+
+
+@pytest.mark.parametrize("folder", ["boot_strict-6.12", "strict_extract"])
+def test_rewrite_real_trace(shared_data: Path, tmp_path: Path, trace_cmd: str, folder: str) -> None:
+    """A real trace rewritten from its tables: trace-cmd prints exactly the same -R -t report, we read the same
+    tables."""
+    src = shared_data / "traces-lab" / folder / "trace.dat"
+    tr = open_trace(src)
+    tables = tr.read_tables()
+    out = write_events(tmp_path / "re.dat", tr.formats, rows_from_tables(tables), cmdlines=tr.cmdlines,
+                       version=7, compression="zstd", cpus=tr.meta.cpus)
+    again = open_trace(out).read_tables()
+    assert set(again) == set(tables) and all(again[k].equals(tables[k]) for k in tables)
+
+    def report(p: Path) -> list[str]:
+        return subprocess.run([trace_cmd, "report", "-R", "-t", "-i", str(p)], capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+
+    a, b = report(src), report(out)
+    assert len(a) > 1500 and a == b
