@@ -136,16 +136,21 @@ def test_instance_prefix_keys(data: Path, tmp_path: Path, base) -> None:
     assert sum(t.num_rows for t in got.values()) == 60
 
 
-def test_lost_marker_becomes_row(data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("marker,count", [
+    ("CPU:1 [LOST 17 EVENTS]", 17),  # the kernel's tracefs form
+    ("CPU:1 [17 EVENTS DROPPED]", 17),  # trace-cmd report (trace-read.c)
+    ("CPU:1 [EVENTS DROPPED]", -1),  # trace-cmd report, count unknown
+])
+def test_lost_marker_becomes_row(data: Path, tmp_path: Path, marker: str, count: int) -> None:
     def add(ls):
         i = next(i for i, l in enumerate(ls) if "[001]" in l)
-        return ls[:i] + ["CPU:1 [LOST 17 EVENTS]"] + ls[i:]
+        return ls[:i] + [marker] + ls[i:]
 
     tt, got = _tables(data, _variant(data, tmp_path, add), strict=True)
     lost = tt.lost_events().to_pylist()
     first_cpu1 = min(ts for t in got.values()
                      for ts in t.filter(t.column("cpu").to_numpy() == 1).column("ts_ns").to_pylist())
-    assert lost == [{"ts_ns": first_cpu1, "cpu": 1, "count": 17, "source": "text_marker", "offset": None,
+    assert lost == [{"ts_ns": first_cpu1, "cpu": 1, "count": count, "source": "text_marker", "offset": None,
                      "buffer": ""}]
     assert tt.meta["skipped"] == {}
 
