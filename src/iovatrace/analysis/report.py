@@ -311,6 +311,11 @@ def write_report(result: Any, report_dir: str | os.PathLike[str], *, trace: str 
     Raises:
         TraceFormatError: when ``trace`` cannot be read.
     """
+    return _report(result, report_dir, trace=trace, tables=tables, notes=notes)[0]
+
+
+def _report(result: Any, report_dir: str | os.PathLike[str], *, trace: str | None, tables: EventTables | None,
+            notes: Sequence[str]) -> tuple[Path, list[ChartResult]]:
     notes = list(notes)
     if tables is None and trace is not None:
         from ..parsers import open_trace
@@ -332,7 +337,7 @@ def write_report(result: Any, report_dir: str | os.PathLike[str], *, trace: str 
         results.extend(build_charts(tables, subtitle=title))
     else:
         notes.append("Only the replay's own charts: the event charts need the trace (write_report(..., trace=...)).")
-    return write_html(report_dir, results, title=title, summary=summary, findings=fdf, notes=notes)
+    return write_html(report_dir, results, title=title, summary=summary, findings=fdf, notes=notes), results
 
 
 def _title(path: str) -> str:
@@ -374,11 +379,14 @@ def run_chart(trace: str, out_dir: str, *, kernel: str | None = None) -> Path:
         raise
     except (IovatraceError, ImportError) as exc:
         notes.append(f"The replay did not run: {exc}")
-    index = write_report(result, out_dir, trace=trace, tables=tables, notes=notes)
-    drawn = sorted(p.stem for p in Path(out_dir).glob("*.png"))
+    index, results = _report(result, out_dir, trace=trace, tables=tables, notes=notes)
+    drawn = [r for r in results if r.figure is not None]
     click.echo(f"{index}: {len(drawn)} charts (PNG and SVG)")
     for n in notes:
         click.echo(f"  {n}")
+    for r in results:
+        if r.figure is None:
+            click.echo(f"  skipped {r.chart.name}: {r.skipped}")
     return index
 
 
