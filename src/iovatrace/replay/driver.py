@@ -906,14 +906,18 @@ class ReplayDriver:
         """An iommu:map with no alloc_iova_fast before it: the allocation's kprobe hits were lost."""
         rsize = (1 << (pages - 1).bit_length() if pages > 1 else 1) if pages < 32 else pages
         cands = []
+        # Only domains already allocating through dma-iommu qualify: direct mappings made at domain setup
+        # (reserved regions, identity maps) have no alloc_iova_fast either, and are not losses.
         for d in ([owner] if owner is not None else self.domains.values()):
             dd = d.dom
+            if d.allocs == 0 or pfn < dd.start_pfn:
+                continue
             if pfn in dd.cached_pfns or (dd.find_iova(pfn) is None and dd.find_iova(pfn + rsize - 1) is None):
                 cands.append(d)
         if len(cands) != 1:
             if cands:
                 self._gap(ts, f"iommu:map of pfn {pfn:#x} without its alloc_iova_fast; {len(cands)} domains "
-                              "could own it", cands)
+                              "could own it (not reconstructed)")
             return
         st = cands[0]
         dom = st.dom
