@@ -63,6 +63,10 @@ def test_tracefs_text_equals_trace_dat(shared_data: Path, binary, folder: str) -
     assert tt.stats.bad == {}
     assert all(t.schema.metadata[b"iovatrace.typing"] == b"format" for t in got.values())
     counts = compare_tables(ref, got, precision=1000, allow_null=_allowed_nulls(tt))
+    # same columns, types and field metadata (c_type, kind, fetch_type) as the binary reader
+    for k in ref:
+        assert all(ref[k].schema.field(i).equals(got[k].schema.field(i), check_metadata=True)
+                   for i in range(len(ref[k].schema))), k
     assert sum(counts.values()) == tt.meta["entries"] == sum(t.num_rows for t in ref.values())
     # The fields the text can carry are all there: only the documented kinds of loss occur.
     if folder.endswith("6.12"):

@@ -384,7 +384,7 @@ class TextTrace:
 
     def _format_table(self, fmt: EventFormat, sub: pl.DataFrame, kernel: bool, extra: dict[str, str]) -> pa.Table:
         key = fmt.key
-        schema = event_schema(fmt)
+        schema = event_schema(fmt, fetch_types=_fetch_types(fmt))
         pretty, raw = self._spec(fmt)
         bodies = sub["body"]
         failed = bodies.str.starts_with(_FAILED).fill_null(False)
@@ -538,6 +538,15 @@ class TextTrace:
         md = {"iovatrace.schema_version": SCHEMA_VERSION, "iovatrace.event": key, "iovatrace.typing": "inferred",
               **extra}
         return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=md))
+
+
+def _fetch_types(fmt: EventFormat) -> dict[str, str] | None:
+    """Probe fetch types as the trace.dat reader derives them, so both readers' schemas carry the same metadata."""
+    try:
+        from .tracedat import fetch_types
+    except ImportError:  # the binary reader is optional for text parsing
+        return None
+    return fetch_types(fmt) or None
 
 
 class TextMeta(dict[str, Any]):
