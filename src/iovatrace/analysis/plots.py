@@ -251,14 +251,21 @@ def plot_rcache_hit_rate(df: pl.DataFrame, *, subtitle: str | None = None) -> Fi
                                  subtitle=subtitle)
     present = set(df.get_column("size_bin").to_list())
     bins = [b for b in SIZE_BIN_ORDER if b in present]
+    starts = np.unique(df["window_start_s"].to_numpy()) if df.height else np.array([0.0])
+    step = float(np.diff(starts).min()) if len(starts) > 1 else 1.0
     for b in bins:
         s = df.filter(pl.col("size_bin") == b).sort("window_start_s")
         c = color_for(b, SIZE_BIN_ORDER)
         tot = int(s["allocs"].sum())
         rate = 100.0 * float(s["hits"].sum()) / tot if tot else float("nan")
-        ax1.plot(s["window_start_s"].to_numpy(), s["hit_rate"].to_numpy() * 100, marker="o", markersize=3.5,
+        x = s["window_start_s"].to_numpy()
+        # Windows without allocations of this size have no rate: break the line there instead of bridging.
+        gaps = np.flatnonzero(np.diff(x) > step * 1.5) + 1
+        xs = np.insert(x.astype(float), gaps, np.nan)
+        ax1.plot(xs, np.insert(s["hit_rate"].to_numpy() * 100, gaps, np.nan), marker="o", markersize=3.5,
                  color=c, label=f"{b}: {rate:.1f}% of {tot}")
-        ax2.plot(s["window_start_s"].to_numpy(), s["allocs"].to_numpy(), marker="o", markersize=3, color=c, label=b)
+        ax2.plot(xs, np.insert(s["allocs"].to_numpy().astype(float), gaps, np.nan), marker="o", markersize=3,
+                 color=c, label=b)
     if not bins:
         empty_note(ax1, "no cacheable allocations in this trace")
     ax1.set_ylim(-3, 103)

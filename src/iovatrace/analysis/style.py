@@ -113,9 +113,12 @@ def finish_axes(ax: Axes, *, xlabel: str, ylabel: str, title: str | None = None,
     if legend:
         handles, labels = ax.get_legend_handles_labels()
         if handles:
-            # A light frame keeps the legend readable where it has to sit on top of lines.
+            # A light frame keeps the legend readable where it has to sit on top of lines; long legends go
+            # beside the axes instead of over the data.
+            outside = len(handles) > 4
             ax.legend(handles, labels, title=legend_title, fontsize=RC["legend.fontsize"], frameon=True,
-                      framealpha=0.85, edgecolor="none", loc="best")
+                      framealpha=0.85, edgecolor="none", loc="upper left" if outside else "best",
+                      bbox_to_anchor=(1.01, 1.0) if outside else None)
 
 
 def color_for(name: str, order: list[str] | None = None) -> str:
