@@ -118,7 +118,8 @@ def trace_cmd_count(path: Path) -> int:
 def run(src: Path, work: Path, min_events: int, big: bool, verify: bool) -> None:
     from iovatrace.parsers import open_trace
 
-    iovatrace = [sys.executable, "-m", "iovatrace.cli"] if shutil.which("iovatrace") is None else ["iovatrace"]
+    exe = Path(sys.executable).parent / "iovatrace"
+    iovatrace = [str(exe)] if exe.exists() else [sys.executable, "-c", "from iovatrace.cli import main; main()"]
     v6 = work / "bench.v6.dat"
     n = build_repeated_v6(src, v6, min_events=min_events)
     v7 = work / "bench.v7zstd.dat"
