@@ -608,8 +608,11 @@ class ReplayDriver:
                 dom.max32_alloc_size = rsize
             return
         if actual in dom.cached_pfns:
-            if dom.uncache(actual, cpu):
-                return
+            if not dom.uncache(actual, cpu):
+                # Only a depot magazine holds it in the model; moving whole magazines would be a guess. Keep it
+                # there and remember that the kernel handed it out: its next free is not a double free.
+                st.recon.add(actual)
+            return
         if dom.node_hi(actual) is not None and actual not in dom.cached_pfns:
             return  # a free we never saw: the node is allocated again, nothing moves
         hi = actual + rsize - 1
