@@ -563,3 +563,6 @@ def add_throughput(results: list[dict[str, Any]], cost: CostModel, baseline: str
         for r in group:
             r["relative_throughput"] = round(ref / r["est_time_us"], 4) if r["est_time_us"] else None
             r["throughput_baseline"] = baseline if base else "fastest"
+            if r["allocation_failures"]:
+                # a failed mapping costs the model nothing, but the I/O failed: the estimate is optimistic
+                r["throughput_caveat"] = f"{r['allocation_failures']} allocations failed (not costed)"

@@ -103,6 +103,8 @@ def _table(res: dict[str, Any]) -> str:
         e = r["exposure_us"]
         row.append(f"{e['p50'] / 1000:.2f}/{e['max'] / 1000:.2f} ms")
         rows.append(row)
+    notes = [f"  {r['policy']} ({r['kernel']}): {r['throughput_caveat']}" for r in res["policies"]
+             if r.get("throughput_caveat")]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
@@ -114,7 +116,7 @@ def _table(res: dict[str, Any]) -> str:
             f"unmap invalidations, {o['unmaps']:,} unmaps ({'lazy' if o['lazy'] else 'strict'})\n"
             f"cost model: op {res['cost_model']['op_us']} us, strict sync {res['cost_model']['sync_us']} us, "
             f"global flush {res['cost_model']['flush_us']} us; throughput relative to rollover\n")
-    return head + "\n".join(lines)
+    return head + "\n".join(lines + (["caveats:"] + notes if notes else []))
 
 
 def _charts(res: dict[str, Any], out_dir: str) -> list[str]:
