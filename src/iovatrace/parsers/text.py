@@ -40,16 +40,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import TraceFormatError
-from ..schema import COMMON_COLUMNS, LOST_EVENTS, SCHEMA_VERSION, arrow_type, event_schema
-from .formats import EventFormat, parse_format
+from ..schema import LOST_EVENTS, arrow_type, event_schema
+from .formats import EventFormat
 from .text_decode import DecodeStats, decode_capture, parse_kallsyms, resolve_symbol
+from .text_formats import load_formats_dir, parse_format_dump
+from .text_infer import inferred_table
 from .text_lines import decode_flags, read_text, sniff_text, split_lines
-from .text_printfmt import BodySpec, Capture, compile_print_fmt, compile_raw
+from .text_printfmt import BodySpec, compile_print_fmt, compile_raw
 
 __all__ = ["sniff", "open_text", "TextTrace", "TextMeta", "load_formats_dir", "parse_format_dump"]
 
 _FAILED = "[FAILED TO PARSE] "
-_PAIR_RE = r'([A-Za-z_][\w.]*)=("[^"]*"|\{[^}]*\}|ARRAY\[[^\]]*\]|\S*)'
 
 
 def sniff(head: bytes) -> bool:
@@ -62,73 +63,6 @@ def sniff(head: bytes) -> bool:
         Whether :func:`open_text` should be used.
     """
     return sniff_text(head)
-
-
-def parse_format_dump(text: str, *, path: str = "<formats>", long_size: int = 8,
-                      system: str | None = None) -> dict[str, EventFormat]:
-    """Parse a concatenation of format files, each preceded by ``== <path>/events/<system>/<name>/format``
-    (or by ``== <name>`` alone, when the whole dump is one system).
-
-    Args:
-        text: the dump (as in the lab's ``event_formats.txt``/``kprobe_formats.txt``/``kmem_formats.txt``).
-        path: for error messages.
-        long_size: the kernel's ``sizeof(long)``.
-        system: the system of blocks whose header is a bare name; by default the file name's prefix before
-            ``_formats`` (``kmem_formats.txt`` → ``kmem``).
-
-    Returns:
-        ``"system:name"`` → :class:`EventFormat`.
-
-    Raises:
-        TraceFormatError: if a block cannot be parsed or a header does not name ``<system>/<name>/format``.
-    """
-    out: dict[str, EventFormat] = {}
-    blocks = re.split(r"^== (.*)$", text, flags=re.M)
-    line = 1 + blocks[0].count("\n")
-    for i in range(1, len(blocks) - 1, 2):
-        header, body = blocks[i].strip(), blocks[i + 1]
-        m = re.search(r"([^/]+)/([^/]+)/format$", header)
-        if m is None and re.fullmatch(r"[\w.-]+", header):
-            sysname = system or re.sub(r"_formats?$", "", Path(path).name.split(".")[0])
-            m = re.match(r"(.*)/(.*)", f"{sysname}/{header}")
-        if m is None:
-            raise TraceFormatError("Cannot parse format dump header: expected '== .../<system>/<name>/format'",
-                                   path=path, line=line, excerpt=header[:80])
-        fmt = parse_format(body, m.group(1), long_size=long_size, path=f"{path}:{header}")
-        out[fmt.key] = fmt
-        line += 1 + body.count("\n")
-    return out
-
-
-def load_formats_dir(path: str | Path, *, long_size: int = 8) -> dict[str, EventFormat]:
-    """Load event formats from a tracefs ``events/`` directory (``<system>/<name>/format``) or a format dump.
-
-    Args:
-        path: a directory (``/sys/kernel/tracing/events`` or a copy of it), or a file of concatenated formats
-            with ``== path`` headers (see :func:`parse_format_dump`); several dumps may be passed by calling
-            this once per file and merging the dicts.
-        long_size: the kernel's ``sizeof(long)``.
-
-    Returns:
-        ``"system:name"`` → :class:`EventFormat`.
-
-    Raises:
-        TraceFormatError: if the path does not exist or a format cannot be parsed.
-    """
-    p = Path(path)
-    if p.is_file():
-        return parse_format_dump(p.read_text(errors="replace"), path=str(p), long_size=long_size)
-    if not p.is_dir():
-        raise TraceFormatError("Cannot load event formats: no such file or directory", path=str(p))
-    out: dict[str, EventFormat] = {}
-    for f in sorted(p.glob("*/*/format")):
-        try:
-            text = f.read_text(errors="replace")
-        except OSError:
-            continue  # tracefs denies some format files to non-root users; skip what we cannot read
-        fmt = parse_format(text, f.parent.parent.name, long_size=long_size, path=str(f))
-        out[fmt.key] = fmt
-    return out
 
 
 def open_text(
@@ -378,7 +312,8 @@ class TextTrace:
         if fmt is None:
             key = f"unknown:{name}"
             self._meta["typing"][key] = "inferred"
-            return key, self._inferred_table(key, sub, extra_meta)
+            bodies = sub["body"].str.strip_prefix(_FAILED)
+            return key, inferred_table(key, bodies, self._common(sub, key), self.kallsyms, extra_meta)
         self._meta["typing"][fmt.key] = "format"
         return fmt.key, self._format_table(fmt, sub, kernel, extra_meta)
 
@@ -499,46 +434,6 @@ class TextTrace:
         # Rows without a probe head (-R rows) keep what the field=value grammar decoded.
         cols[name] = pc.if_else(pa.array(present.is_not_null().to_numpy()), arr, cols[name]) if name in cols else arr
 
-    def _inferred_table(self, key: str, sub: pl.DataFrame, extra: dict[str, str]) -> pa.Table:
-        bodies = sub["body"].str.strip_prefix(_FAILED)
-        n = len(sub)
-        fields: list[pa.Field] = list(COMMON_COLUMNS)
-        arrays = self._common(sub, key)
-        head = bodies.str.extract_groups(r"^\((?P<a>[^()<]+?)(?: <- (?P<b>[^()]+?))?\)").struct.unnest()
-        if head["a"].is_not_null().any():
-            a, b = head["a"], head["b"]
-            bare = a.str.contains(r"^[0-9a-f]+$").fill_null(False).to_numpy()
-            va, vb = _resolve_column(a, self.kallsyms), _resolve_column(b, self.kallsyms)
-            if b.is_not_null().any():
-                cand = {"__probe_func": [x if bb else y for x, bb, y in zip(va, bare, vb)],
-                        "__probe_ret_ip": [y if bb else x for x, bb, y in zip(va, bare, vb)]}
-            else:
-                cand = {"__probe_ip": va}
-            for nm, vals in cand.items():
-                fields.append(pa.field(nm, pa.uint64()))
-                arrays.append(pa.array(vals, pa.uint64()))
-            if any(v is None for v, t in zip(va, a.to_list()) if t is not None):
-                fields.append(pa.field("__probe_sym", pa.string()))
-                arrays.append(a.to_arrow().cast(pa.string()))
-        pairs = bodies.str.extract_all(_PAIR_RE)
-        exploded = pl.DataFrame({"row": pl.int_range(n, eager=True), "kv": pairs}).explode("kv").drop_nulls("kv")
-        if len(exploded):
-            kv = exploded.with_columns(k=pl.col("kv").str.extract(r"^([^=]+)=", 1),
-                                       v=pl.col("kv").str.extract(r"^[^=]+=(.*)$", 1))
-            for k in kv["k"].unique(maintain_order=True).to_list():
-                if k in {f.name for f in fields}:
-                    continue
-                part = kv.filter(pl.col("k") == k).unique("row", keep="first")
-                col = pl.DataFrame({"row": pl.int_range(n, eager=True)}).join(part, on="row", how="left")["v"]
-                arr, typ = _infer_column(col)
-                fields.append(pa.field(k, typ, metadata={"inferred": "1"}))
-                arrays.append(arr)
-        fields.append(pa.field("_body", pa.string()))
-        arrays.append(bodies.to_arrow().cast(pa.string()))
-        md = {"iovatrace.schema_version": SCHEMA_VERSION, "iovatrace.event": key, "iovatrace.typing": "inferred",
-              **extra}
-        return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=md))
-
 
 def _fetch_types(fmt: EventFormat) -> dict[str, str] | None:
     """Probe fetch types as the trace.dat reader derives them, so both readers' schemas carry the same metadata."""
@@ -575,26 +470,5 @@ def _entry_offsets(bodies: pl.Series) -> dict[str, int]:
     return out
 
 
-def _resolve_column(s: pl.Series, kallsyms: Mapping[str, int] | None) -> list[int | None]:
-    table = {u: resolve_symbol(u, kallsyms) for u in s.unique().drop_nulls().to_list()}
-    return [None if v is None else table[v] for v in s.to_list()]
-
-
 def _mask(s: pl.Series, ok: pl.Series) -> pl.Series:
     return pl.select(pl.when(pl.lit(ok)).then(pl.lit(s)).otherwise(None)).to_series()
-
-
-def _infer_column(col: pl.Series) -> tuple[pa.Array, pa.DataType]:
-    """Type a column of printed values: all decimal → int64 (uint64 if too big), all 0x-hex → uint64, else
-    string (surrounding double quotes removed)."""
-    nn = col.drop_nulls()
-    if len(nn) and nn.str.contains(r"^-?\d+$").all():
-        v = col.str.to_integer(base=10, dtype=pl.Int64, strict=False)
-        if v.null_count() == col.null_count():
-            return v.to_arrow().cast(pa.int64()), pa.int64()
-        return col.str.to_integer(base=10, dtype=pl.UInt64, strict=False).to_arrow().cast(pa.uint64()), pa.uint64()
-    if len(nn) and nn.str.contains(r"^0x[0-9a-fA-F]+$").all():
-        v = col.str.strip_prefix("0x").str.to_integer(base=16, dtype=pl.UInt64, strict=False)
-        return v.to_arrow().cast(pa.uint64()), pa.uint64()
-    s = col.str.strip_prefix('"').str.strip_suffix('"')
-    return s.to_arrow().cast(pa.string()), pa.string()
