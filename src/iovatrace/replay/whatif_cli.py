@@ -137,14 +137,20 @@ def _charts(res: dict[str, Any], out_dir: str) -> list[str]:
     for name, key, title, pct in specs:
         fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(pols)), 4))
         vals = [(p.get(key) or 0) * (100 if pct else 1) for p in pols]
-        bars = ax.bar(range(len(pols)), vals, color="#4477aa")
+        # policies whose replay had failed allocations are hatched: their estimate does not cost the failures
+        colors = ["#cc6677" if p.get("throughput_caveat") else "#4477aa" for p in pols]
+        bars = ax.bar(range(len(pols)), vals, color=colors, hatch=None)
+        for bar, p in zip(bars, pols):
+            if p.get("throughput_caveat"):
+                bar.set_hatch("//")
         ax.set_xticks(range(len(pols)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("% of rollover" if pct else key)
         ax.set_title(f"{title} — {res['trace']['path']}")
         if pct:
+            ax.set_ylim(0, max(vals + [1]) * 1.2)  # room for the cost note above the bars
             c = res["cost_model"]
-            ax.text(0.01, 0.97, f"op {c['op_us']} us, sync {c['sync_us']} us, flush {c['flush_us']} us",
-                    transform=ax.transAxes, va="top", fontsize=7)
+            ax.text(0.01, 0.97, f"op {c['op_us']} us, sync {c['sync_us']} us, flush {c['flush_us']} us; "
+                    "hatched: allocations failed (not costed)", transform=ax.transAxes, va="top", fontsize=7)
         for b, v in zip(bars, vals):
             ax.annotate(f"{v:.1f}" if pct else f"{v:,.0f}", (b.get_x() + b.get_width() / 2, v), ha="center",
                         va="bottom", fontsize=7)
