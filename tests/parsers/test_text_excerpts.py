@@ -155,6 +155,23 @@ def test_lost_marker_becomes_row(data: Path, tmp_path: Path, marker: str, count:
     assert tt.meta["skipped"] == {}
 
 
+def test_raw_clock_timestamps(data: Path, tmp_path: Path, base) -> None:
+    """trace_clock=counter prints "%12llu" raw values instead of seconds.micros: kept as clock units."""
+    import re
+
+    path = _variant(data, tmp_path, lambda ls: [re.sub(r" (\d+)\.(\d{6}):", lambda m: f" {m.group(1)}{m.group(2)}:", l)
+                                                for l in ls])
+    tt, got = _tables(data, path, strict=True)
+    assert tt.meta["ts_precision_ns"] == 0
+    assert got["iommu:map"].schema.metadata[b"iovatrace.ts_precision_ns"] == b"0"
+    # the "counter" here is the µs value: ts_ns holds it unscaled
+    assert got["iommu:map"].column("ts_ns")[0].as_py() * 1000 == base["iommu:map"].column("ts_ns")[0].as_py()
+    mixed = _variant(data, tmp_path, lambda ls: ls[:20] + [re.sub(r" (\d+)\.(\d{6}):", r" \1\2:", ls[20])] + ls[21:],
+                     name="mixed.txt")
+    with pytest.raises(TraceFormatError, match="Cannot mix timestamps"):
+        _tables(data, mixed)
+
+
 def test_gzip_is_transparent(data: Path, tmp_path: Path, base) -> None:
     gz = tmp_path / "trace.txt.gz"
     gz.write_bytes(gzip.compress((data / HEAD).read_bytes()))

@@ -19,7 +19,9 @@ Theory of operation:
    string), the raw body is kept in ``_body`` and the table metadata says ``iovatrace.typing = inferred``.
 
 Precision: tracefs text and ``trace-cmd report`` print microseconds (``ts_ns = µs * 1000``); ``report -t`` prints
-nanoseconds. ``meta["ts_precision_ns"]`` and the table metadata ``iovatrace.ts_precision_ns`` say which (1000 or 1).
+nanoseconds. ``meta["ts_precision_ns"]`` and the table metadata ``iovatrace.ts_precision_ns`` say which (1000 or 1);
+with a clock that does not count time (``counter``, ``x86-tsc``) the text prints raw clock values without a
+fraction, kept as they are in ``ts_ns``, and the precision is 0 (= raw clock units).
 The flags column exists in tracefs text (``iovatrace.flags = text``, exact) and ``report -l`` (``libtraceevent``:
 no BH-disabled bit); elsewhere ``flags``/``preempt`` are 0 and the table metadata ``iovatrace.flags`` is ``absent``.
 The ``(tgid)`` column, when present, is recognised and dropped (the event schema has no tgid). Everything is parsed
@@ -225,8 +227,14 @@ class TextTrace:
         )
         flags, preempt, fvalid = decode_flags(frame["flags_text"])
         frame = frame.with_columns(flags=pl.Series(flags), preempt=pl.Series(preempt))
-        digits = frame["frac_digits"].unique().to_list() if len(frame) else [6]
-        precision = 10 ** (9 - min(max(digits), 9)) if digits else 1000
+        digits = frame["frac_digits"].unique().to_list()
+        raw_clock = None in digits
+        digits = [d for d in digits if d is not None]
+        if raw_clock and digits:
+            raise TraceFormatError("Cannot mix timestamps with and without a fraction: expected one clock",
+                                   path=self.path)
+        # 0 = raw clock units (counter/x86-tsc), not nanoseconds.
+        precision = 0 if raw_clock else (10 ** (9 - min(max(digits), 9)) if digits else 1000)
         kernel = sl.producer == "ftrace"
         self._meta = TextMeta({
             "path": self.path, "producer": sl.producer, "cpus": sl.header.get("cpus"),

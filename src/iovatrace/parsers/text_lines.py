@@ -34,7 +34,7 @@ LINE_RE = (
     r"^(?:(?P<inst>[A-Za-z_][\w.-]*): +)?\s*(?P<comm>.*?)-(?P<pid>\d+)\s+"
     r"(?:\(\s*(?P<tgid>-+|\d+)\)\s+)?"
     r"(?:\[(?P<cpu>\d+)\]\s+(?:(?P<flags>[^\s:]{2,8})\s+)?|(?P<lcpu>\d+)(?P<lflags>[^\s\d:][^\s:]{1,7})\s+)"
-    r"(?P<secs>\d+)\.(?P<frac>\d+):\s+(?P<event>[^\s:]+):\s*(?P<body>.*)$"
+    r"(?P<secs>\d+)(?:\.(?P<frac>\d+))?:\s+(?P<event>[^\s:]+):\s*(?P<body>.*)$"
 )
 _HEAD = 256
 _LOST_RE = re.compile(
@@ -99,7 +99,8 @@ class SplitLines:
 
     Attributes:
         frame: one row per event line: ``line`` (1-based), ``inst``, ``comm``, ``pid``, ``tgid``, ``cpu``,
-            ``flags_text`` (null when absent), ``ts_ns``, ``frac_digits``, ``event``, ``body``.
+            ``flags_text`` (null when absent), ``ts_ns``, ``frac_digits`` (null for raw clock values, which are
+            kept as they are in ``ts_ns``), ``event``, ``body``.
         lost: ``(line, cpu or -1, count or -1, marker text)`` per loss marker.
         skipped: reason → count of lines that are neither events nor known non-event lines.
         first_bad: reason → (line, excerpt) of the first such line.
@@ -172,16 +173,19 @@ def split_lines(text: str, *, path: str = "<text>", strict: bool = False) -> Spl
         out.skipped[reason] = out.skipped.get(reason, 0) + 1
         out.first_bad.setdefault(reason, (i + 1, ln[:80]))
     ev = df.filter(is_event)
-    frac_len = ev["frac"].str.len_chars()
+    # No fraction: a clock that does not count nanoseconds (counter, x86-tsc, uptime) prints raw clock values.
+    frac_len = ev["frac"].str.len_chars().fill_null(0)
+    raw_clock = ev["frac"].is_null()
     ev = ev.with_columns(
         cpu=pl.coalesce("cpu", "lcpu").cast(pl.UInt32),
         flags_text=pl.coalesce("flags", "lflags"),
         pid=pl.col("pid").cast(pl.Int32),
         tgid=pl.col("tgid").cast(pl.Int32, strict=False),
-        ts_ns=(pl.col("secs").cast(pl.UInt64) * 1_000_000_000
-               + pl.col("frac").str.slice(0, 9).cast(pl.UInt64)
-               * pl.lit(10, dtype=pl.UInt64).pow(9 - frac_len.clip(0, 9).cast(pl.UInt64))),
-        frac_digits=frac_len.cast(pl.UInt8),
+        ts_ns=pl.when(raw_clock).then(pl.col("secs").cast(pl.UInt64)).otherwise(
+            pl.col("secs").cast(pl.UInt64) * 1_000_000_000
+            + pl.col("frac").str.slice(0, 9).cast(pl.UInt64)
+            * pl.lit(10, dtype=pl.UInt64).pow(9 - frac_len.clip(0, 9).cast(pl.UInt64))),
+        frac_digits=pl.when(raw_clock).then(pl.lit(None, pl.UInt8)).otherwise(frac_len.cast(pl.UInt8)),
     ).select("line", "inst", "comm", "pid", "tgid", "cpu", "flags_text", "ts_ns", "frac_digits", "event", "body")
     if ev["flags_text"].is_not_null().any():
         out.producer = "ftrace" if out.producer != "trace-cmd" else out.producer
