@@ -79,3 +79,16 @@ def test_release_race_only_reported_in_bug_mode() -> None:
         t.add_device_to_group(1, 5, "zpci")
         t.remove_device_from_group(2, 5, "zpci")
         assert [f.kind for f in t.attach_device_to_domain(3, "zpci", "0xd1")] == kinds
+
+
+def test_reattach_names_a_new_domain_until_its_address_is_known() -> None:
+    t = Topology()
+    t.add_device_to_group(1, 5, "nvme")
+    t.attach_device_to_domain(2, "nvme")
+    first = t.devices["nvme"].domain
+    t.attach_device_to_domain(3, "nvme")  # sysfs default-domain change: a new domain
+    second = t.devices["nvme"].domain
+    assert first == "group5#0" and second == "group5#1"
+    t.rename_domain(second, "0xff00")
+    assert t.devices["nvme"].domain == "0xff00" and t.groups[5].domain == "0xff00"
+    assert t.domains["0xff00"].devices == {"nvme"} and first in t.domains

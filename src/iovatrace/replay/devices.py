@@ -323,7 +323,13 @@ class Topology:
                 details={"released_ns": dev.released_ns}))
         if domain is None:
             grp = self.groups.get(dev.gid) if dev.gid is not None else None
-            domain = grp.domain if grp and grp.domain else f"group{dev.gid}#0"
+            if dev.domain is not None and not dev.released:
+                # attached again while attached: a default-domain change (or a driver's own domain) allocated a
+                # new domain; name it until a probe shows its address (rename_domain)
+                seq = self._domain_seq[dev.gid or -1] = self._domain_seq.get(dev.gid or -1, 0) + 1
+                domain = f"group{dev.gid}#{seq}"
+            else:
+                domain = grp.domain if grp and grp.domain else f"group{dev.gid}#0"
         if dev.domain and dev.domain != domain:
             self.domains.get(dev.domain, IommuDomainState(dev.domain)).devices.discard(name)
         dev.domain = domain
@@ -335,6 +341,28 @@ class Topology:
             grp.domain = domain
             grp.default_domain = grp.default_domain or domain
         return out
+
+    def rename_domain(self, old: str, new: str) -> None:
+        """A synthetic domain name (``group5#1``) turned out to be the domain at address ``new``."""
+        if old == new or old not in self.domains:
+            return
+        dom = self.domains.pop(old)
+        if new in self.domains:  # merge what is known under the address
+            known = self.domains[new]
+            known.devices |= dom.devices
+            known.gid = known.gid if known.gid is not None else dom.gid
+            dom = known
+        dom.name = new
+        self.domains[new] = dom
+        for d in self.devices.values():
+            if d.domain == old:
+                d.domain = new
+        for g in self.groups.values():
+            g.domain = new if g.domain == old else g.domain
+            g.default_domain = new if g.default_domain == old else g.default_domain
+        for m in self.ledger.iter_live():
+            if m.domain == old:
+                m.domain = new
 
     def set_domain_type(self, domain: str, type_: str) -> None:
         """Record a domain's type (``DMA``, ``DMA-FQ``, ``identity``)."""

@@ -285,6 +285,11 @@ class IommuLayer:
             if d.domain is None:
                 d.domain = dom
                 self.topology.domain(dom).devices.add(devname)
+            elif d.domain != dom:
+                if d.domain.startswith("group"):
+                    self.topology.rename_domain(d.domain, dom)  # the attach's new domain has this address
+                else:  # attached elsewhere without an attach event we saw
+                    self.topology.attach_device_to_domain(ev.ts_ns, devname, dom, key)
         self._alloc_ctx[ev.cpu] = (dom, devname, devptr)
         return []
 
