@@ -87,6 +87,8 @@ def extract_fields(lines: Sequence[str]) -> ReportFields:
     cr2: int | None = None
     fault = False  # CR2 is the last page-fault address: meaningful only for fault reports
     for ln in lines:
+        if ":" not in ln and "at addr" not in ln:
+            continue  # stack frames and other lines that carry none of the facts (cheap early exit)
         if not fault and _FAULT_WORDS.search(ln):
             fault = True
         if f.cpu is None:

@@ -29,6 +29,9 @@ _TS_RE = re.compile(r"^\[\s*(\d+\.\d+)\]\s?")
 _CALLER_RE = re.compile(r"^\[\s*([TC])\s*(\d+)\]\s?")
 _QUOTE_RE = re.compile(r"^(?:> ?)+")
 _PREFIX_START = frozenset("<[kJFMASOND0123456789")
+_CONSOLE_RE = re.compile(
+    r"^(?:<(\d{1,2})>(?: (?=\[\s*\d+\.\d+\]))?)?\[\s*(\d+\.\d+)\]\s?(?:\[\s*([TC])\s*(\d+)\]\s?)?"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,16 @@ def strip_prefixes(raw: str) -> tuple[str, float | None, int | None, str | None]
     ts: float | None = None
     level: int | None = None
     caller: str | None = None
+    # Fast path for the common console form "<4>[ ts][ T12] ": the same three layers the loop below peels, in
+    # the same order, in one match; the loop then only looks for further layers.
+    m = _CONSOLE_RE.match(s)
+    if m:
+        if m.group(1) is not None:
+            level = int(m.group(1))
+        ts = float(m.group(2))
+        if m.group(3) is not None:
+            caller = f"{m.group(3)}{m.group(4)}"
+        s = s[m.end():]
     # The layers nest in a known order, but some routes repeat or reorder them; loop until nothing changes.
     for _ in range(6):
         # Fast exit: every prefix starts with one of these characters (syslog: month name or ISO date).

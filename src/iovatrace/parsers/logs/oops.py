@@ -131,13 +131,14 @@ class OopsResult:
 
 @dataclass
 class _Line:
-    __slots__ = ("lineno", "text", "context", "questionable", "groups", "extra")
+    __slots__ = ("lineno", "text", "context", "questionable", "groups", "extra", "ends")
     lineno: int
     text: str  # prefixes stripped, ``?`` lines keep their text
     context: str
     questionable: bool
     groups: list[rules.OopsGroup] | None  # syzkaller header groups matching this line
     extra: rules.OopsGroup | None
+    ends: bool  # starts a new report even inside another one
 
 
 def _check_input(data: str | bytes, path: str | None) -> str:
@@ -180,7 +181,9 @@ def _prepare(ln: LogLine) -> _Line:
                         extra = g
                 else:
                     groups = (groups or []) + [g]
-    return _Line(ln.lineno, text, context, questionable, groups, extra)
+    # (every info message of rules.INFO_MESSAGES_WITH_STACK contains "fail" or "FAULT_")
+    ends = _static_end(text, groups, extra) if (groups or extra or "fail" in text or "FAULT_" in text) else False
+    return _Line(ln.lineno, text, context, questionable, groups, extra, ends)
 
 
 def _iter_lines(text: str) -> tuple[list[_Line], int]:
@@ -191,6 +194,7 @@ def _iter_lines(text: str) -> tuple[list[_Line], int]:
         if (out[i].groups or out[i].extra) and _REPLAY in out[i + 1].text:
             out[i].groups = None
             out[i].extra = None
+            out[i].ends = _static_end(out[i].text, None, None)
     if text.endswith("\n") and out and out[-1].text == "":
         out.pop()
     return out, long
@@ -200,14 +204,19 @@ def _starts_ignored(text: str) -> bool:
     return any(r.search(text) for r in rules.REPORT_START_IGNORES)
 
 
-def _ends_report(ln: _Line, own_extra: rules.OopsGroup | None) -> bool:
-    """Whether a line inside a report starts another one (syzkaller's rule, plus our extra headers)."""
-    if ln.groups:
-        if not _starts_ignored(ln.text):
+def _static_end(text: str, groups: list[rules.OopsGroup] | None, extra: rules.OopsGroup | None) -> bool:
+    """Whether a line inside any report starts another one (syzkaller's rule, plus our hard LOCKUP header)."""
+    if groups:
+        if not _starts_ignored(text):
             return True
-    elif ln.extra is not None and (ln.extra.header in rules.EXTRA_ENDS_REPORT or ln.extra is own_extra):
+    elif extra is not None and extra.header in rules.EXTRA_ENDS_REPORT:
         return True
-    return any(m in ln.text for m in rules.INFO_MESSAGES_WITH_STACK)
+    return any(m in text for m in rules.INFO_MESSAGES_WITH_STACK)
+
+
+def _ends_report(ln: _Line, own_extra: rules.OopsGroup | None) -> bool:
+    # An extra header also ends the report it started itself (one NMI backtrace per CPU).
+    return ln.ends or (ln.extra is not None and ln.extra is own_extra)
 
 
 @dataclass
