@@ -38,14 +38,17 @@ INT_TYPES = [("u8", 1, False), ("s8", 1, True), ("u16", 2, False), ("s16", 2, Tr
 
 def expected_tables(formats: dict[str, EventFormat], rows: list[Row], cmdlines: dict[int, str]) -> dict[str, pa.Table]:
     """What a reader must return for ``rows``: built directly from the rows (not from the writer's bytes)."""
-    per_cpu: dict[int, list[Row]] = {}
+    per_cpu: dict[tuple[str, int], list[Row]] = {}
     for r in rows:
-        per_cpu.setdefault(r.cpu, []).append(r)
+        per_cpu.setdefault((r.buffer, r.cpu), []).append(r)
     cols: dict[str, dict[str, list]] = {}
-    for cpu, rs in per_cpu.items():
+    keys: dict[str, str] = {}
+    for (buf, cpu), rs in per_cpu.items():
         for seq, r in enumerate(sorted(rs, key=lambda r: r.ts_ns)):  # stable: equal ts keep input order
             fmt = formats[r.key]
-            c = cols.setdefault(r.key, {n: [] for n in event_schema(fmt).names})
+            key = f"{buf}/{r.key}" if buf else r.key
+            keys[key] = r.key
+            c = cols.setdefault(key, {n: [] for n in event_schema(fmt).names})
             for name, v in (("ts_ns", r.ts_ns), ("cpu", cpu), ("seq", seq), ("pid", r.pid),
                             ("comm", cmdlines.get(r.pid)), ("flags", r.flags), ("preempt", r.preempt),
                             ("event", r.key)):
@@ -59,7 +62,7 @@ def expected_tables(formats: dict[str, EventFormat], rows: list[Row], cmdlines: 
                     if f.signed and v >> (bits - 1):
                         v -= 1 << bits
                 c[col].append(v)
-    return {k: pa.table(v, schema=event_schema(formats[k])) for k, v in cols.items()}
+    return {k: pa.table(v, schema=event_schema(formats[keys[k]])) for k, v in cols.items()}
 
 
 def _formats() -> dict[str, EventFormat]:
@@ -114,6 +117,26 @@ def test_writer_reader_round_trip(tmp_path: Path, version: int, compression: str
                          version=version, compression=compression)
     again = open_trace(path2).read_tables()
     assert {k: t.to_pylist() for k, t in again.items()} == {k: t.to_pylist() for k, t in got.items()}
+
+
+def test_instances(tmp_path: Path, trace_cmd: str) -> None:
+    """Rows of an ftrace instance: trace-cmd prints them with an "inst1: " prefix, both readers key them
+    "inst1/system:name"."""
+    fmts = _formats()
+    rows = _rows() + [Row(r.ts_ns + 7, r.cpu, r.key, r.pid, r.flags, r.preempt, r.fields, "inst1") for r in _rows()]
+    path = write_events(tmp_path / "i.dat", fmts, rows, cmdlines=CMDLINES)
+    want = expected_tables(fmts, rows, CMDLINES)
+    assert "inst1/test:ints" in want
+    compare_tables(want, open_trace(path).read_tables(buffer=None))
+    rep = subprocess.run([trace_cmd, "report", "-R", "-t", "-i", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    assert rep.count("\ninst1: ") == len(_rows())
+    (tmp_path / "r.txt").write_text(rep)
+    tt = open_text(tmp_path / "r.txt", formats=fmts, strict=True)
+    assert tt.meta.instances == ["inst1"]
+    compare_tables(want, tt.read_tables(), flags_mask=None)
+    with pytest.raises(ValueError, match="v7 files only"):
+        write_events(tmp_path / "i6.dat", fmts, rows, version=6, compression="none")
 
 
 def test_format_text_round_trips() -> None:

@@ -6,8 +6,9 @@ in the simplest order a reader accepts:
 * v6: header, header_page/header_event, ftrace formats, event formats by system, kallsyms, printk, cmdlines, CPU
   count, ``options`` (UNAME, CPUCOUNT, VERSION), ``flyrecord`` offset table, then each CPU's pages, page aligned.
 * v7: header (compression name and version, offset of the OPTIONS section), one section per metadata block
-  (compressed when asked), one BUFFER section holding the page-aligned per-CPU data (chunk-compressed, 10 pages per
-  chunk, as trace-cmd does), then the OPTIONS section pointing at everything.
+  (compressed when asked), one BUFFER section per buffer (the top one, then each instance) holding page-aligned
+  per-CPU data (chunk-compressed, 10 pages per chunk, as trace-cmd does), then the OPTIONS section pointing at
+  everything.
 
 Two entry points. :func:`write_pages` takes ready ring-buffer pages per CPU (e.g. real pages repeated by the parse
 benchmark) plus the metadata texts. :func:`write_events` takes event formats and typed rows, encodes each payload
@@ -66,6 +67,7 @@ class Row:
         preempt: ``common_preempt_count``.
         fields: payload values by field name (ints, str for char arrays and ``__data_loc char[]``, bytes or lists
             of ints for other arrays); missing fields are written as zero / empty.
+        buffer: the ftrace instance (``""`` = top buffer).
     """
 
     ts_ns: int
@@ -75,6 +77,7 @@ class Row:
     flags: int = 0
     preempt: int = 0
     fields: Mapping[str, Any] = field(default_factory=dict)
+    buffer: str = ""
 
 
 def _decl(f: Field) -> str:
@@ -303,6 +306,7 @@ def write_pages(
     cpus: int | None = None,
     clock: str = "local",
     uname: str = "Linux iovatrace-writer 6.1.0 x86_64",
+    instances: Mapping[str, Mapping[int, Sequence[bytes]]] | None = None,
 ) -> Path:
     """Write a trace.dat from raw ring-buffer pages.
 
@@ -322,20 +326,25 @@ def write_pages(
         cpus: number of CPUs; default ``max(pages) + 1``.
         clock: trace clock name (v7 BUFFER option and TRACECLOCK option).
         uname: UNAME option text.
+        instances: instance name → its pages per CPU (v7 only), each written as its own BUFFER section.
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: for an unsupported version/compression or a page of the wrong size.
+        ValueError: for an unsupported version/compression, a page of the wrong size, or instances in v6.
     """
     if version not in (6, 7) or compression not in ("none", "zstd") or (version == 6 and compression != "none"):
         raise ValueError(f"unsupported: version {version} with compression {compression!r}")
-    ncpu = cpus if cpus is not None else (max(pages) + 1 if pages else 1)
-    for cpu, pl_ in pages.items():
-        for p in pl_:
-            if len(p) != page_size:
-                raise ValueError(f"CPU {cpu}: a page of {len(p)} bytes, expected {page_size}")
+    if instances and version == 6:
+        raise ValueError("instances are written in v7 files only")
+    all_pages = [pages, *(instances or {}).values()]
+    ncpu = cpus if cpus is not None else max((max(p) + 1 for p in all_pages if p), default=1)
+    for bp in all_pages:
+        for cpu, pl_ in bp.items():
+            for p in pl_:
+                if len(p) != page_size:
+                    raise ValueError(f"CPU {cpu}: a page of {len(p)} bytes, expected {page_size}")
     hp = header_page if header_page is not None else HEADER_PAGE.format(data=page_size - PAGE_HEADER)
     blocks = _meta_blocks(hp, header_event, ftrace_formats, event_formats, kallsyms, printk, cmdlines)
     out = bytearray(MAGIC + f"{version}\0".encode() + struct.pack("<BBI", 0, 8, page_size))
@@ -368,18 +377,35 @@ def write_pages(
             out += _section(sid, 1, struct.pack("<II", len(c), len(body)) + c)
         else:
             out += _section(sid, 0, body)
+    buffer_opts = bytearray()
+    for name, bpages in [("", pages), *sorted((instances or {}).items())]:
+        off, table = _buffer_section(out, bpages, ncpu, page_size, comp)
+        bopt = struct.pack("<Q", off) + name.encode() + b"\0" + clock.encode() + b"\0"
+        bopt += struct.pack("<II", page_size, len(table)) + b"".join(struct.pack("<IQQ", *t) for t in table)
+        buffer_opts += _opt(3, bopt)
+    opts = bytearray()
+    for sid in (16, 17, 18, 19, 20, 21):
+        opts += _opt(sid, struct.pack("<Q", sec_off[sid]))
+    opts += buffer_opts
+    opts += common_opts + _opt(4, f"[{clock}]\0".encode())
+    opts += _opt(0, struct.pack("<Q", 0))
+    struct.pack_into("<Q", out, opt_ptr, len(out))
+    out += _section(0, 0, bytes(opts))
+    return _save(path, out)
+
+
+def _buffer_section(out: bytearray, pages: Mapping[int, Sequence[bytes]], ncpu: int, page_size: int,
+                    comp: _Compressor) -> tuple[int, list[tuple[int, int, int]]]:
+    """Append one BUFFER section (page-aligned per-CPU data); return its offset and (cpu, offset, size) rows."""
     buf_off = len(out)
-    hdr_len = 16
-    data_start = buf_off + hdr_len
-    pad = -data_start % page_size
-    section = bytearray(b"\0" * pad)
-    cpu_table = []
+    data_start = buf_off + 16
+    section = bytearray()
+    table = []
     for cpu in range(ncpu):
         cp = list(pages.get(cpu, ()))
         if not cp:
             continue
-        while (data_start + len(section)) % page_size:
-            section += b"\0"
+        section += b"\0" * (-(data_start + len(section)) % page_size)
         start = data_start + len(section)
         if comp.enabled:
             chunks = [b"".join(cp[i:i + PAGES_IN_CHUNK]) for i in range(0, len(cp), PAGES_IN_CHUNK)]
@@ -390,18 +416,9 @@ def write_pages(
         else:
             blob = b"".join(cp)
         section += blob
-        cpu_table.append((cpu, start, len(blob)))
+        table.append((cpu, start, len(blob)))
     out += _section(3, 1 if comp.enabled else 0, bytes(section))
-    opts = bytearray()
-    for sid in (16, 17, 18, 19, 20, 21):
-        opts += _opt(sid, struct.pack("<Q", sec_off[sid]))
-    bopt = struct.pack("<Q", buf_off) + b"\0" + clock.encode() + b"\0" + struct.pack("<II", page_size, len(cpu_table))
-    bopt += b"".join(struct.pack("<IQQ", c, o, s) for c, o, s in cpu_table)
-    opts += _opt(3, bopt) + common_opts + _opt(4, f"[{clock}]\0".encode())
-    opts += _opt(0, struct.pack("<Q", 0))
-    struct.pack_into("<Q", out, opt_ptr, len(out))
-    out += _section(0, 0, bytes(opts))
-    return _save(path, out)
+    return buf_off, table
 
 
 def _section(sid: int, flags: int, payload: bytes) -> bytes:
@@ -446,7 +463,8 @@ def write_events(
         path: output file.
         formats: the event formats (``"system:name"`` → format, or an iterable); systems ``ftrace`` go to the
             ftrace block, the rest are grouped by system.
-        rows: the events, any order across CPUs; within a CPU their order is kept (stable sort by ts).
+        rows: the events, any order across CPUs; within a CPU their order is kept (stable sort by ts); rows with
+            a ``buffer`` go to that instance (v7).
         cmdlines: pid → comm.
         version: 6 or 7.
         compression: ``none`` or ``zstd`` (v7).
@@ -462,16 +480,19 @@ def write_events(
         ValueError: for values that do not fit their fields.
     """
     fmts = dict(formats) if isinstance(formats, Mapping) else {f.key: f for f in formats}
-    per_cpu: dict[int, list[tuple[int, bytes]]] = {}
+    per_cpu: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
     for r in rows:
         fmt = fmts.get(r.key)
         if fmt is None:
             raise KeyError(f"no format for event {r.key!r}")
-        per_cpu.setdefault(r.cpu, []).append((r.ts_ns, encode_payload(fmt, r)))
-    pages = {}
-    for cpu, evs in per_cpu.items():
+        per_cpu.setdefault((r.buffer, r.cpu), []).append((r.ts_ns, encode_payload(fmt, r)))
+    buffers: dict[str, dict[int, list[bytes]]] = {}
+    for (buf, cpu), evs in per_cpu.items():
         evs.sort(key=lambda e: e[0])
-        pages[cpu] = encode_pages(evs, page_size)
+        buffers.setdefault(buf, {})[cpu] = encode_pages(evs, page_size)
+    pages = buffers.pop("", {})
+    if buffers:
+        kwargs["instances"] = buffers
     systems: dict[str, list[str]] = {}
     ftrace: list[str] = []
     for f in fmts.values():
@@ -488,20 +509,22 @@ def rows_from_tables(tables: Mapping[str, Any]) -> list[Row]:
         tables: ``{"system:name": pa.Table}`` with the common columns and payload columns.
 
     Returns:
-        One :class:`Row` per table row (``field_<name>`` columns map back to ``<name>``).
+        One :class:`Row` per table row (``field_<name>`` columns map back to ``<name>``; ``"inst/system:name"``
+        keys go to instance ``inst``).
     """
     from ..schema import COMMON_COLUMNS
 
     common = {c.name for c in COMMON_COLUMNS}
-    keyed: list[tuple[int, int, Row]] = []
+    keyed: list[tuple[str, int, int, Row]] = []
     for key, t in tables.items():
         cols = {c: t.column(c).to_pylist() for c in t.column_names}
         payload = [c for c in t.column_names if c not in common]
         for i in range(t.num_rows):
             vals = {(c[6:] if c.startswith("field_") and c[6:] in common else c): cols[c][i] for c in payload}
-            keyed.append((cols["cpu"][i], cols["seq"][i], Row(cols["ts_ns"][i], cols["cpu"][i], key.split("/", 1)[-1],
-                                                              cols["pid"][i], cols["flags"][i], cols["preempt"][i],
-                                                              vals)))
+            buf, _, ev = key.rpartition("/")
+            keyed.append((buf, cols["cpu"][i], cols["seq"][i],
+                          Row(cols["ts_ns"][i], cols["cpu"][i], ev, cols["pid"][i], cols["flags"][i],
+                              cols["preempt"][i], vals, buf)))
     # Keep each CPU's stream order (seq): equal timestamps of different events must not swap.
-    keyed.sort(key=lambda k: (k[0], k[1]))
-    return [k[2] for k in keyed]
+    keyed.sort(key=lambda k: (k[0], k[1], k[2]))
+    return [k[3] for k in keyed]
