@@ -267,3 +267,15 @@ def test_lab_traces_have_no_seed_findings(shared_data, trace: str) -> None:
     assert [f for f in fs if f.severity is not Severity.INFO] == []
     nvme = layer.topology.devices["0000:00:04.0"]
     assert nvme.releases == 1 and not nvme.released  # removed, then re-added by the rescan
+
+
+def test_seed_e_uncertain_when_the_queue_may_be_wrong() -> None:
+    """A free_iova_fast the modelled queue cannot explain (a lost probe hit somewhere): the teardown finding stays,
+    but as an uncertain warning that names the gap."""
+    events = seed_e_events()
+    teardown = next(i for i, ev in enumerate(events) if ev.name == "iova:put_iova_domain")
+    odd = Event(events[teardown].ts_ns - 1, 0, 999, "iova:free_iova_fast", 100,
+                {"iovad": COOKIE + 8, "pfn": 0xABCDE, "size": 1})
+    (f,) = run(events[:teardown] + [odd] + events[teardown:], bug_modes=["e"])
+    assert f.kind == "fq_entries_at_teardown" and f.certainty is Certainty.UNCERTAIN
+    assert f.severity is Severity.WARNING and "did not match" in f.gap
