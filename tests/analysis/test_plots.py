@@ -90,3 +90,11 @@ def test_write_report_from_a_result_alone(tmp_path) -> None:
     assert "double_free" in page and "findings.png" in page and "replay_state.png" in page
     assert (tmp_path / "replay_state.svg").exists()
     assert "the event charts need the trace" in page
+
+
+def test_package_exports_every_public_frame_and_plot() -> None:
+    import iovatrace.analysis as analysis
+
+    for name in analysis.__all__:
+        assert callable(getattr(analysis, name)), name
+        assert getattr(analysis, name).__doc__, f"{name} has no docstring"
