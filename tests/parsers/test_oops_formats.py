@@ -177,3 +177,24 @@ def test_sanitize_title(raw: str, clean: str) -> None:
 ])
 def test_title_to_type(title: str, typ: str) -> None:
     assert title_to_type(title) == typ
+
+
+@pytest.mark.parametrize("log,kind,title", [
+    ("Unable to handle kernel NULL pointer dereference at virtual address 0000000000000008\n"
+     "pc : iova_magazine_pop+0x1c/0x40\nCall trace:\n iova_magazine_pop+0x1c/0x40\n alloc_iova_fast+0x40/0x1f0\n",
+     "null_deref", "BUG: unable to handle kernel NULL pointer dereference in iova_magazine_pop"),
+    ("divide error: 0000 [#1] PREEMPT SMP\nRIP: 0010:iova_rcache_get+0x12/0x30\n", "trap",
+     "divide error in iova_rcache_get"),
+    ("INFO: task kworker/0:1:12 blocked for more than 120 seconds.\nCall Trace:\n __schedule+0x1/0x2\n"
+     " schedule+0x1/0x2\n rwsem_down_write_slowpath+0x1/0x2\n down_write+0x1/0x2\n"
+     " iommu_group_store_type+0x1/0x2\n kernfs_fop_write_iter+0x1/0x2\n", "hung_task",
+     "INFO: task hung in iommu_group_store_type"),
+    ("watchdog: BUG: soft lockup - CPU#3 stuck for 26s! [vfio_test:4242]\nRIP: 0010:qi_submit_sync+0x1/0x2\n"
+     "Call Trace:\n <IRQ>\n qi_flush_dev_iotlb+0x1/0x2\n vfio_group_fops_release+0x1/0x2\n __fput+0x1/0x2\n",
+     "soft_lockup", "BUG: soft lockup in vfio_group_fops_release"),
+    ("kernel BUG at drivers/iommu/iova.c:731!\nRIP: 0010:iova_depot_pop+0x1/0x2\nCall Trace:\n f+0x1/0x2\n",
+     "kernel_bug", "kernel BUG in iova_depot_pop"),
+])
+def test_kinds_and_titles(log: str, kind: str, title: str) -> None:
+    r = parse_oops(log).reports[0]
+    assert (r.kind, r.title) == (kind, title)

@@ -35,7 +35,7 @@ from .lines import LogLine, iter_log_lines, strip_prefixes
 from .registers import CodeBytes, Module, Register, extract_code, extract_modules, extract_registers
 from .unwrap import unwrap_lines
 
-__all__ = ["OopsReport", "OopsResult", "parse_oops", "MAX_LINE"]
+__all__ = ["OopsReport", "OopsResult", "parse_oops", "iter_oops", "MAX_LINE", "MAX_REPORT_LINES"]
 
 #: Characters of a line that take part in matching.
 MAX_LINE = 4096
@@ -60,7 +60,9 @@ class OopsReport:
         id: index of the report in the log (0-based).
         kind: family: ``null_deref``, ``paging_fault``, ``gpf``, ``kernel_bug``, ``warning``, ``kasan``,
             ``kfence``, ``kmsan``, ``ubsan``, ``kcsan``, ``soft_lockup``, ``hard_lockup``, ``rcu_stall``,
-            ``hung_task``, ``lockdep``, ``panic``, ``memory_leak``, ``oops``, ``bug``, ``other``.
+            ``hung_task``, ``lockdep``, ``atomic_sleep``, ``panic``, ``memory_leak``, ``oops`` (arm ``Internal
+            error``, bare ``Oops:``), ``trap`` (double fault, divide error, invalid opcode...), ``bad_access``,
+            ``stack_overflow``, ``bad_page``, ``backtrace`` (NMI backtraces), ``reboot``, ``bug``, ``other``.
         title: syzkaller-style title (``BUG: unable to handle kernel NULL pointer dereference in f``).
         alt_titles: alternative titles for deduplication.
         type: syzkaller crash type (``NULL-POINTER-DEREFERENCE``, ``HANG``, ``LOCKDEP``...).
@@ -289,13 +291,16 @@ def _collect(lines: list[_Line], start: int) -> _Collected:
 
 
 def _kind(title: str, typ: str, group: rules.OopsGroup) -> str:
+    if typ == "LOCKDEP":  # syzkaller's lockdep family: deadlocks, lock state, suspicious RCU usage, ...
+        return "lockdep"
+    if typ == "ATOMIC_SLEEP":
+        return "atomic_sleep"
     t = title
     for prefix, kind in _KIND_PREFIXES:
         if t.startswith(prefix):
             return kind
-    if typ == "LOCKDEP":
-        return "lockdep"
-    if group.kind in ("gpf", "panic", "kernel_bug", "warning", "oops", "hard_lockup", "backtrace"):
+    if group.kind in ("gpf", "panic", "kernel_bug", "warning", "oops", "hard_lockup", "backtrace", "trap",
+                      "bad_access", "reboot"):
         return group.kind
     return "bug" if t.startswith("BUG") else "other"
 
@@ -311,6 +316,9 @@ _KIND_PREFIXES = [
     ("memory leak", "memory_leak"), ("WARNING", "warning"), ("kernel BUG", "kernel_bug"),
     ("BUG: corrupted list", "kernel_bug"), ("BUG: bad usercopy", "kernel_bug"),
     ("kernel panic", "panic"), ("Kernel panic", "panic"), ("Oops", "oops"),
+    ("INFO: suspicious RCU usage", "lockdep"), ("INFO: trying to register non-static key", "lockdep"),
+    ("BUG: stack guard page", "stack_overflow"), ("kernel stack overflow", "stack_overflow"),
+    ("BUG: Bad page", "bad_page"),
 ]
 
 
