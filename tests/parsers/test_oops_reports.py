@@ -152,3 +152,15 @@ def test_kmemleak_reports_are_not_oopses(ml: Path) -> None:
     for p in ml.glob("0[126]_*"):
         _, reps = _one(p)
         assert reps == [], (p.name, [r.title for r in reps])
+
+
+def test_quoted_in_a_mail_reply_gives_the_same_report(ml: Path) -> None:
+    text = verbatim(next(ml.glob("03_*")))
+    log = text[text.index("[  599.020261]"):text.index("---[ end trace")]
+    plain = parse_oops(log).reports
+    quoted = parse_oops("On Mon, someone wrote:\n" + "\n".join("> " + ln for ln in log.split("\n"))).reports
+    assert len(plain) == len(quoted) == 1
+    a, b = plain[0], quoted[0]
+    assert (a.title, a.fields, len(a.modules)) == (b.title, b.fields, len(b.modules))
+    assert [(f.symbol, f.reliable) for f in a.frames] == [(f.symbol, f.reliable) for f in b.frames]
+    assert [(g.name, g.value) for g in a.registers] == [(g.name, g.value) for g in b.registers]

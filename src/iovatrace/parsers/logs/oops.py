@@ -188,8 +188,14 @@ def _prepare(ln: LogLine) -> _Line:
     return _Line(ln.lineno, text, context, questionable, groups, extra, ends)
 
 
+_QUOTED_CONSOLE = re.compile(r"^(?:> ?)+(?:<\d{1,2}> ?)?\[\s*\d+\.\d+\]", re.M)
+
+
 def _iter_lines(text: str) -> tuple[list[_Line], int]:
-    out = [_prepare(ln) for ln in unwrap_lines(iter_log_lines(text))]
+    # A log quoted in a mail reply ("> [  12.3] BUG: ...") is read through the quotes when at least three
+    # quoted lines carry console timestamps; otherwise a leading '>' is kernel text and stays.
+    quoted = sum(1 for _ in zip(range(3), _QUOTED_CONSOLE.finditer(text))) == 3
+    out = [_prepare(ln) for ln in unwrap_lines(iter_log_lines(text, strip_mail_quotes=quoted))]
     long = sum(1 for ln in out if len(ln.text) >= MAX_LINE)
     # A header line followed by a printk replay marker was cut short: it is not a report start.
     for i in range(len(out) - 1):
