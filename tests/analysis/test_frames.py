@@ -313,3 +313,75 @@ def test_rcache_hits_agree_with_the_replay_model(shared_data: Path) -> None:
               .group_by("bin").agg(pl.col("hit").sum()))
         events = {b: int(h) for b, h in ev.iter_rows()}
         assert {b: h for b, h in model.items() if h or b in events} == events, name
+
+
+@st.composite
+def _mapping_story(draw: st.DrawFn) -> list[tuple[str, int, int, int]]:
+    """Events (kind, t, dev, iova): maps and unmaps of two devices; some unmaps hit mappings from 'before'."""
+    live: dict[tuple[int, int], bool] = {}
+    events = []
+    t = 100
+    for _ in range(draw(st.integers(0, 40))):
+        t += draw(st.integers(1, 5))
+        dev = draw(st.sampled_from([0xD0, 0xE0]))
+        iova = draw(st.sampled_from([0x1000, 0x2000, 0x3000, 0x4000]))
+        if live.get((dev, iova)):
+            events.append(("unmap", t, dev, iova))
+            live[(dev, iova)] = False
+        elif (dev, iova) not in live and draw(st.booleans()):
+            events.append(("unmap", t, dev, iova))  # a mapping made before the trace
+            live[(dev, iova)] = False
+        else:
+            events.append(("map", t, dev, iova))
+            live[(dev, iova)] = True
+    return events
+
+
+@settings(max_examples=60, deadline=None)
+@given(_mapping_story())
+def test_live_mappings_match_a_replay_of_the_story(events) -> None:
+    maps = [e for e in events if e[0] == "map"]
+    unmaps = [e for e in events if e[0] == "unmap"]
+    if not maps or not unmaps:
+        return
+    names = {0xD0: "dev-d", 0xE0: "dev-e"}
+    seq = iter(range(10_000))
+    t = {
+        "dmaiommu:iommu_dma_alloc_iova": _table([
+            {"ts_ns": ts, "cpu": 0, "seq": next(seq), "pid": 1, "domain": 0xAA, "size": 4096, "dev": d,
+             "devname": names[d]} for _, ts, d, _ in maps], "x"),
+        "dmaiommu:iommu_dma_alloc_iova_ret": _table([
+            {"ts_ns": ts, "cpu": 1, "seq": i, "pid": 1, "iova": iova} for i, (_, ts, _, iova) in enumerate(maps)], "x"),
+        "dmaiommu:__iommu_dma_unmap": _table([
+            {"ts_ns": ts, "cpu": 2, "seq": i, "pid": 0, "dev": d, "dma_addr": iova, "size": 4096}
+            for i, (_, ts, d, iova) in enumerate(unmaps)], "x"),
+    }
+    # Pair each entry with its return on the same CPU: put both on CPU 0 in order.
+    ents = t["dmaiommu:iommu_dma_alloc_iova"]
+    rets = t["dmaiommu:iommu_dma_alloc_iova_ret"]
+    t["dmaiommu:iommu_dma_alloc_iova"] = ents.set_column(2, "seq", pa.array([2 * i for i in range(len(maps))],
+                                                                             pa.uint64()))
+    t["dmaiommu:iommu_dma_alloc_iova_ret"] = rets.set_column(1, "cpu", pa.array([0] * len(maps), pa.uint32())) \
+        .set_column(2, "seq", pa.array([2 * i + 1 for i in range(len(maps))], pa.uint64()))
+    live = frames.df_live_mappings(t)
+    # Oracle: replay the story with a counter per device; a mapping from before the trace (an unmap with no
+    # map before it) is live from the first event of the trace until its unmap.
+    known: set[tuple[int, int]] = set()
+    state = {n: 0 for n in names.values()}
+    for k, _, d, i in events:
+        if k == "map":
+            known.add((d, i))
+        elif (d, i) not in known:
+            state[names[d]] += 1
+    expect: dict[str, dict[int, int]] = {n: {} for n in names.values()}
+    for k, ts, d, _ in events:
+        state[names[d]] += 1 if k == "map" else -1
+        expect[names[d]][ts] = state[names[d]]
+    for dev, want in expect.items():
+        got = live.filter(pl.col("group") == dev)
+        if not want:
+            assert got.is_empty()
+            continue
+        series = dict(zip(got["ts_ns"].to_list(), got["live"].to_list()))  # the last value at each timestamp
+        assert {ts: series.get(ts) for ts in want} == want, dev
+        assert got["live"].min() >= 0

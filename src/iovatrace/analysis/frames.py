@@ -183,7 +183,8 @@ def df_live_mappings(tables: EventTables, *, by: Literal["device", "domain"] = "
     steps = steps.group_by(["group", "ts_ns"], maintain_order=True).agg(pl.col("live").last(), pl.col("live_bytes").last())
     first = steps.group_by("group").agg(pl.lit(start, pl.Int64).alias("ts_ns"), pl.lit(0, pl.Int64).alias("live"),
                                          pl.lit(0, pl.Int64).alias("live_bytes"))
-    out = pl.concat([first.select(steps.columns), steps], how="vertical_relaxed").sort(["group", "ts_ns"])
+    out = pl.concat([first.select(steps.columns), steps], how="vertical_relaxed").sort(
+        ["group", "ts_ns"], maintain_order=True)  # the zero start point stays before a step at the same time
     return out.with_columns((pl.col("ts_ns") / 1e9).alias("time_s")).select(
         "ts_ns", "time_s", "group", "live", "live_bytes")
 
