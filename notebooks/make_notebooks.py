@@ -152,8 +152,9 @@ def kmemleak_diagnosis() -> nbformat.NotebookNode:
         md("## The same as tables\n\nEvery object with its decoded role, and the chain with its verdict. The "
            "first word of each magazine is `next` in the v6.7+ depot list; the tail's is NULL."),
         code("t = {k: pl.from_arrow(v) for k, v in diagnosis_tables(diag).items()}\n"
-             "display(t['leak_objects'].select('object_id', 'address', 'kind', 'chain_id', 'first_word',\n"
-             "                                 'first_word_role', 'pfn_lo', 'pfn_hi', 'verdict'))\n"
+             "hexed = [pl.col(c).map_elements(lambda v: f'{v:#x}', return_dtype=pl.String) for c in ('address', 'first_word')]\n"
+             "display(t['leak_objects'].with_columns(hexed).select('object_id', 'address', 'kind', 'chain_id',\n"
+             "                                                     'first_word', 'first_word_role', 'mag_size', 'verdict'))\n"
              "t['leak_chains'].select('chain_id', 'objects', 'shape', 'terminal', 'verdict')"),
         md("## Drawing the chain\n\nEach magazine points at the next; no reported object points at the head, which "
            "is what a list still reachable from `rcache->depot` looks like to kmemleak during the pop."),

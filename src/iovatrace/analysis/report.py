@@ -379,6 +379,9 @@ def run_chart(trace: str, out_dir: str, *, kernel: str | None = None) -> Path:
         raise
     except (IovatraceError, ImportError) as exc:
         notes.append(f"The replay did not run: {exc}")
+    except Exception as exc:  # a bug in the replay must not cost the user the event charts; say what it was
+        notes.append(f"The replay failed ({type(exc).__name__}: {exc}); the charts below use the parsed events only. "
+                     "Please report this with the trace.")
     index, results = _report(result, out_dir, trace=trace, tables=tables, notes=notes)
     drawn = [r for r in results if r.figure is not None]
     click.echo(f"{index}: {len(drawn)} charts (PNG and SVG)")
