@@ -198,3 +198,32 @@ def test_title_to_type(title: str, typ: str) -> None:
 def test_kinds_and_titles(log: str, kind: str, title: str) -> None:
     r = parse_oops(log).reports[0]
     assert (r.kind, r.title) == (kind, title)
+
+
+@pytest.mark.parametrize("mangled,plain", [
+    # Rust v0 symbols from Rust-for-Linux stacks; renderings follow the v0 scheme (impls as <T> / <T as Trait>).
+    ("_RNvCscSpY9Juk0HT_7___rustc17rust_begin_unwind", "__rustc::rust_begin_unwind"),
+    ("_RNvMs3_NtCshgDM7dBCdno_11rust_binder7processNtB5_7Process10update_ref",
+     "<rust_binder::process::Process>::update_ref"),
+    ("_RNvXs1_CscPPBqWtAqum_11ashmem_rustNtB5_6AshmemNtNtCs43vyB533jt3_6kernel10miscdevice10MiscDevice4mmap",
+     "<ashmem_rust::Ashmem as kernel::miscdevice::MiscDevice>::mmap"),
+    ("_RNvXs1b_NtCs9jEwPDbx20M_4core3fmtRNtNtNtB8_5panic10panic_info9PanicInfoNtB6_7Display3fmtCs43vyB533jt3_6kernel",
+     "<&core::panic::panic_info::PanicInfo as core::fmt::Display>::fmt"),
+    ("_Z8fakeNameiii", "fakeName"), ("_ZN3foo3barEv", "foo::bar"),
+    ("_RNvXs1_", "_RNvXs1_"), ("_RB9999_", "_RB9999_"), ("free_iova_rcaches", "free_iova_rcaches"),
+])
+def test_demangle(mangled: str, plain: str) -> None:
+    from iovatrace.parsers.logs.demangle import demangle
+
+    assert demangle(mangled) == plain
+
+
+def test_rust_frames_are_titled_demangled() -> None:
+    log = ("rust_kernel: panicked at drivers/android/binder/process.rs:1234:5:\n"
+           "attempt to subtract with overflow\n"
+           "Call Trace:\n"
+           " _RNvCscSpY9Juk0HT_7___rustc17rust_begin_unwind+0x1/0x2\n"
+           " _RNvNtCs9jEwPDbx20M_4core9panicking9panic_fmt+0x1/0x2\n"
+           " _RNvMs3_NtCshgDM7dBCdno_11rust_binder7processNtB5_7Process10update_ref+0x1/0x2\n")
+    r = parse_oops(log).reports[0]
+    assert r.title == "attempt to subtract with overflow in <rust_binder::process::Process>::update_ref"

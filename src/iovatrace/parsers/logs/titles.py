@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import rules
+from .demangle import demangle
 from .rules import PARSE_STACK, OopsFormat, OopsGroup, StackFmt
 
 __all__ = ["Description", "describe", "sanitize_title", "title_to_type", "check_corrupted", "CORRUPTED_NO_FRAMES"]
@@ -136,7 +137,11 @@ def _append(frames: list[str], m: re.Match[str] | None, skip: re.Pattern[str]) -
     if m is None:
         return
     for g in m.groups():
-        if g is not None and not _skipped(skip, g):
+        if g is None:
+            continue
+        if g.startswith(("_R", "_Z")):  # Rust/C++ frames are titled and skipped by their demangled path
+            g = demangle(g)
+        if not _skipped(skip, g):
             frames.append(g)
 
 
