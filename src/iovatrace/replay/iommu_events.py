@@ -48,7 +48,8 @@ BUG_MODES = ("c", "d", "e")
 DEFAULT_HZ = 250
 
 _SYSTEMS = ("iommu:", "dma:", "dmaiommu:", "intel_iommu:", "page_pool:", "driver:")
-_IOVA_NAMES = frozenset({"iova:alloc_iova_fast", "iova:free_iova_fast", "iova:put_iova_domain"})
+_IOVA_NAMES = frozenset({"iova:alloc_iova_fast", "iova:free_iova_fast", "iova:put_iova_domain",
+                         "iova:init_iova_domain"})
 _BIND = ("really_probe", "driver:bind")
 _UNBIND = ("device_unbind_cleanup", "device_release_driver_internal_ret", "__device_release_driver_ret",
            "driver:unbind")
@@ -275,8 +276,26 @@ class IommuLayer:
 
     # -- dmaiommu kprobes ---------------------------------------------------------------------------------
 
+    def _on_init_iova_domain(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+        # a new iova_domain (and cookie) at an address a freed one may have had: a new incarnation, not a reuse
+        iovad = _hex(f.get("iovad"))
+        cookie = self._cookie_of_iovad(iovad)
+        self.freed_cookies.pop(cookie, None)
+        self.cookies.pop(cookie, None)
+        old = self.iovad_domain.pop(iovad, None)
+        if old is not None:
+            self.domain_iovad.pop(old, None)
+        self.timer_cookie = {t: c for t, c in self.timer_cookie.items() if c != cookie}
+        return []
+
     def _on_alloc_iova(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
         dom = _hex(f.get("domain"))
+        ds = self.topology.domains.get(dom)
+        if ds is not None and ds.freed_ns is not None and ds.freed_ns < ev.ts_ns:
+            # the allocator gave a freed domain's address to a new domain (kzalloc reuse)
+            ds.freed_ns = None
+            ds.created_ns = ev.ts_ns
+            ds.iovad = None
         devname = f.get("devname") if isinstance(f.get("devname"), str) else None
         devptr = f.get("dev") if isinstance(f.get("dev"), int) else None
         if devname and devptr is not None:
@@ -570,6 +589,7 @@ _HANDLERS: dict[str, Any] = {
     "iova:alloc_iova_fast": IommuLayer._on_alloc_iova_fast,
     "iova:free_iova_fast": IommuLayer._on_free_iova_fast,
     "iova:put_iova_domain": IommuLayer._on_put_iova_domain,
+    "iova:init_iova_domain": IommuLayer._on_init_iova_domain,
     "iommu:add_device_to_group": IommuLayer._on_add,
     "iommu:remove_device_from_group": IommuLayer._on_remove,
     "iommu:attach_device_to_domain": IommuLayer._on_attach,
