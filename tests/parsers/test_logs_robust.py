@@ -134,7 +134,10 @@ def test_crlf_and_syslog_prefixes_give_the_same_report() -> None:
     crlf = parse_oops((CUT_OOPS + "[  599.035393]  put_iova_domain+0x32/0xa0\n" * 4).replace("\n", "\r\n"))
     syslog = parse_oops("".join("Aug 21 10:00:00 host kernel: " + ln + "\n"
                                 for ln in (CUT_OOPS + "[  599.035393]  put_iova_domain+0x32/0xa0\n" * 4).splitlines()))
-    for other in (crlf.reports[0], syslog.reports[0]):
+    # journalctl -k -o short-monotonic: "[ ts] host kernel: text"
+    monotonic = parse_oops("".join(ln.replace("] ", "] myhost kernel: ", 1) + "\n"
+                                   for ln in (CUT_OOPS + "[  599.035393]  put_iova_domain+0x32/0xa0\n" * 4).splitlines()))
+    for other in (crlf.reports[0], syslog.reports[0], monotonic.reports[0]):
         assert (other.title, other.corrupted, other.first_line, other.last_line) == (
             plain.title, plain.corrupted, plain.first_line, plain.last_line)
         assert [(f.symbol, f.reliable) for f in other.frames] == [(f.symbol, f.reliable) for f in plain.frames]

@@ -29,6 +29,7 @@ _TS_RE = re.compile(r"^\[\s*(\d+\.\d+)\]\s?")
 _CALLER_RE = re.compile(r"^\[\s*([TC])\s*(\d+)\]\s?")
 _QUOTE_RE = re.compile(r"^(?:> ?)+")
 _PREFIX_START = frozenset("<[kJFMASOND0123456789")
+_HOST_KERNEL_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,63} kernel(?:\[\d+\])?: ?")
 _CONSOLE_RE = re.compile(
     r"^(?:<(\d{1,2})>(?: (?=\[\s*\d+\.\d+\]))?)?\[\s*(\d+\.\d+)\]\s?(?:\[\s*([TC])\s*(\d+)\]\s?)?"
 )
@@ -75,6 +76,10 @@ def strip_prefixes(raw: str) -> tuple[str, float | None, int | None, str | None]
         if m.group(3) is not None:
             caller = f"{m.group(3)}{m.group(4)}"
         s = s[m.end():]
+        # journalctl -o short-monotonic: "[  599.020261] myhost kernel: BUG: ..." (timestamp, host, "kernel:").
+        m = _HOST_KERNEL_RE.match(s)
+        if m:
+            s = s[m.end():]
     # The layers nest in a known order, but some routes repeat or reorder them; loop until nothing changes.
     for _ in range(6):
         # Fast exit: every prefix starts with one of these characters (syslog: month name or ISO date).
