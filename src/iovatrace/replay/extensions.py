@@ -69,8 +69,21 @@ class IommuExtension:
         return self.findings + self.layer.finish(self.last_ns)
 
     def summary(self) -> dict[str, Any]:
-        """The layer's counters (JSON-ready)."""
-        return self.layer.summary()
+        """Figures for ``ReplayResult.extras`` under the keys ``summary.py`` renders: ``flush_queue`` (flat
+        counters over every cookie) and ``live_mappings`` (the ledger's size), plus ``iommu`` (the full summary)."""
+        full = self.layer.summary()
+        cookies = full["cookies"].values()
+        fq = {
+            "cookies": len(full["cookies"]),
+            "lazy": sum(1 for c in cookies if c["lazy"]),
+            "timeouts": sum(c["timer_fires"] for c in cookies),
+            "ring_full_flushes": sum(c["flushes"]["full"] for c in cookies),
+            "strict_syncs": sum(c["strict_syncs"] for c in cookies),
+            "queued": sum(c["queued"] for c in cookies),
+            "peak_queued": max((c["peak_queued"] for c in cookies), default=0),
+            "unmatched_frees": sum(c["free_mismatch"] for c in cookies),
+        }
+        return {"flush_queue": fq, "live_mappings": full["live_mappings"], "iommu": full}
 
 
 def make_extensions(profile: Any, bug_modes: Iterable[str] | None, ncpus: int,
