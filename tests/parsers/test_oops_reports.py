@@ -54,6 +54,9 @@ def test_dheeraj_null_deref_free_iova_rcaches(ml: Path) -> None:
     assert r.kind == "null_deref"
     assert r.title == "BUG: unable to handle kernel NULL pointer dereference in free_iova_rcaches"
     assert r.type == "NULL-POINTER-DEREFERENCE" and not r.corrupted
+    lines = text.split("\n")
+    assert r.first_line == 1 + next(i for i, ln in enumerate(lines) if "BUG: kernel NULL pointer" in ln)
+    assert r.last_line == 1 + next(i for i, ln in enumerate(lines) if "---[ end trace" in ln)
     f = r.fields
     assert (f.rip_symbol, f.rip_offset, f.rip_size, f.rip_module) == ("free_iova_rcaches", 0x9C, 0x110, None)
     # The header line was wrapped after "address: "; the address is on the next mail line.

@@ -133,8 +133,9 @@ class OopsResult:
 
 @dataclass
 class _Line:
-    __slots__ = ("lineno", "text", "context", "questionable", "groups", "extra", "ends")
+    __slots__ = ("lineno", "last", "text", "context", "questionable", "groups", "extra", "ends")
     lineno: int
+    last: int  # last physical input line (mail-wrapped lines span several)
     text: str  # prefixes stripped, ``?`` lines keep their text
     context: str
     questionable: bool
@@ -185,7 +186,8 @@ def _prepare(ln: LogLine) -> _Line:
                     groups = (groups or []) + [g]
     # (every info message of rules.INFO_MESSAGES_WITH_STACK contains "fail" or "FAULT_")
     ends = _static_end(text, groups, extra) if (groups or extra or "fail" in text or "FAULT_" in text) else False
-    return _Line(ln.lineno, text, context, questionable, groups, extra, ends)
+    last = ln.lineno + ln.raw.count("\n") if "\n" in ln.raw else ln.lineno
+    return _Line(ln.lineno, last, text, context, questionable, groups, extra, ends)
 
 
 _QUOTED_CONSOLE = re.compile(r"^(?:> ?)+(?:<\d{1,2}> ?)?\[\s*\d+\.\d+\]", re.M)
@@ -348,7 +350,7 @@ def _build(lines: list[_Line], start: int, rid: int, gce_hangup: bool) -> tuple[
         id=rid, kind=_kind(title, typ, group), title=title, alt_titles=alts, type=typ,
         corrupted=bool(reason) or gce_hangup,
         corrupted_reason=reason or ("console connection lost" if gce_hangup else ""),
-        header=ln0.text, first_line=ln0.lineno, last_line=body[-1].lineno if body else ln0.lineno,
+        header=ln0.text, first_line=ln0.lineno, last_line=body[-1].last if body else ln0.last,
         context=ln0.context, fields=extract_fields(body_text), text=title_text,
     )
     rep.frames = extract_frames(body_text, [b.lineno for b in body])
