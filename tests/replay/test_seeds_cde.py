@@ -279,3 +279,17 @@ def test_seed_e_uncertain_when_the_queue_may_be_wrong() -> None:
     (f,) = run(events[:teardown] + [odd] + events[teardown:], bug_modes=["e"])
     assert f.kind == "fq_entries_at_teardown" and f.certainty is Certainty.UNCERTAIN
     assert f.severity is Severity.WARNING and "did not match" in f.gap
+
+
+def test_models_ride_along_in_the_replay_driver() -> None:
+    """make_extensions plugs the layer into H5's ReplayDriver: the 6.11 profile has the old QI reclaim (bug mode d
+    by default), 6.12 has the fix."""
+    from iovatrace.replay.driver import ReplayDriver
+    from iovatrace.replay.extensions import make_extensions
+
+    for kernel, kinds in (("6.11", ["qi_reclaim_lockup"]), ("6.12", [])):
+        prof = profile_for(kernel)
+        exts = make_extensions(prof, (), 2)
+        res = ReplayDriver(prof, 2, extensions=exts).run(seed_d_events())
+        assert [f.kind for f in res.findings if f.severity is not Severity.INFO] == kinds
+        assert set(exts[0].events()) >= {"probe:qi_submit_sync", "dmaiommu:fq_flush_timeout", "dma:dma_map_page"}
