@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 __all__ = ["PALETTE", "RC", "TIME_LABEL", "style_context", "new_figure", "finish_axes", "color_for", "empty_note",
            "save_figure", "thin_steps"]
@@ -108,6 +109,11 @@ def finish_axes(ax: Axes, *, xlabel: str, ylabel: str, title: str | None = None,
     """
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    # Trace time is absolute (seconds since the trace clock's zero): never "+1.393e1" offsets on the x axis.
+    for axis in (ax.xaxis, ax.yaxis):
+        fmt = axis.get_major_formatter()
+        if isinstance(fmt, ScalarFormatter):
+            fmt.set_useOffset(False)
     if title:
         ax.set_title(title, fontsize=RC["axes.titlesize"] - 1, fontweight="normal")
     if legend:
