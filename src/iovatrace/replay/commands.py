@@ -112,7 +112,7 @@ def replay_trace(trace: str, *, kernel: str | None = None, bug_modes: tuple[str,
     if os.path.exists(prof_path):
         misses = read_kprobe_profile(prof_path)
     ncpus = int(getattr(meta, "cpus", 0) or 1)
-    exts = _extensions(profile, bug_modes, ncpus) if extensions else []
+    exts = _extensions(profile, bug_modes, ncpus, available) if extensions else []
     drv = ReplayDriver(profile, ncpus, event_map=emap, bug_modes=bug_modes, available=available,
                        probe_misses=misses, check_every=check_every, at_ns=at_ns, timeline_ns=timeline_ns,
                        extensions=exts)
@@ -137,6 +137,9 @@ def replay_trace(trace: str, *, kernel: str | None = None, bug_modes: tuple[str,
         if bar is not None:
             bar.close()
     res.profile_how = how
+    _summarise_extensions(res, exts)
+    if "flush_queue" not in res.extras and drv.fq_counts:
+        res.extras["flush_queue"] = dict(drv.fq_counts)
     res.extras["trace"] = os.path.basename(trace)
     res.extras["kernel_release"] = getattr(meta, "kernel_release", None)
     return res
@@ -153,13 +156,30 @@ def _prefilter(tables: dict[str, Any]) -> dict[str, Any]:
     return tables
 
 
-def _extensions(profile: Any, bug_modes: Any, ncpus: int) -> list[Any]:
-    """H6's dma-iommu / device models, when their adapter exists (optional)."""
+def _extensions(profile: Any, bug_modes: Any, ncpus: int, available: set[str]) -> list[Any]:
+    """The dma-iommu / devices / VT-d QI models (replay/extensions.py), when installed."""
     try:
-        from .extensions import make_extensions  # type: ignore[import-not-found]
+        from .extensions import make_extensions
     except ImportError:
         return []
-    return list(make_extensions(profile, bug_modes, ncpus))
+    return list(make_extensions(profile, bug_modes, ncpus, event_names=available))
+
+
+def _summarise_extensions(res: ReplayResult, exts: list[Any]) -> None:
+    for ext in exts:
+        summary = getattr(ext, "summary", None)
+        if summary is None:
+            continue
+        s = summary()
+        res.extras["iommu"] = s
+        flushes: dict[str, int] = {}
+        for c in (s.get("cookies") or {}).values():
+            for why, n in (c.get("flushes") or {}).items():
+                flushes[str(why)] = flushes.get(str(why), 0) + int(n)
+        if flushes:
+            res.extras["flush_queue"] = {f"flushes_{k}": v for k, v in sorted(flushes.items())}
+        if "live_mappings" in s:
+            res.extras["live_mappings"] = s["live_mappings"]
 
 
 def run_replay(trace: str, kernel: str | None = None, at: str | None = None, bug_modes: tuple[str, ...] = (),

@@ -169,6 +169,7 @@ class ReplayDriver:
         self._mapped: list[tuple[int, int] | None] = [None] * cpus  # range of the last allocation per CPU
         self._lost_map: list[tuple[int, int, int] | None] = [None] * cpus
         self.unmaps = UnmapTracker()
+        self.fq_counts: dict[str, int] = {}
         self._next_deadline = at_ns if at_ns is not None else 1 << 64
         self._n = 0
         self._dispatch: dict[str, tuple[Callable[[Event, tuple[str, ...]], None], tuple[str, ...]]] = {}
@@ -416,6 +417,8 @@ class ReplayDriver:
         st = self._dom(f[k[0]], ts)
         self._cur[cpu] = st
         self._expect_free[cpu] = None
+        if cpu not in self.online and not self.has_cpuhp:
+            self.online.add(cpu)  # it runs again: it was brought back online (no cpuhp events to say when)
         dn = self._devname[cpu]
         if dn is not None:
             st.devices.add(dn)
@@ -677,6 +680,8 @@ class ReplayDriver:
         ts = ev.ts_ns
         st = self._dom(f[k[0]], ts)
         self._cur[cpu] = st
+        if cpu not in self.online and not self.has_cpuhp:
+            self.online.add(cpu)
         pfn = f[k[1]]
         size = f[k[2]]
         dom = st.dom
@@ -864,6 +869,16 @@ class ReplayDriver:
         self._devptr[ev.cpu] = f.get(k[3])
 
     # ------------------------------------------------------------------------------------------------ lost frees
+
+    def _count_fq(self, ev: Event, k: tuple[str, ...]) -> None:
+        # Flush-queue activity as the trace shows it (the dma-iommu extension models it in full).
+        name = ev.name.split(":", 1)[-1]
+        self.fq_counts[name] = self.fq_counts.get(name, 0) + 1
+
+    _on_fq_flush_iotlb = _count_fq
+    _on_fq_flush_timeout = _count_fq
+    _on_fq_ring_free = _count_fq
+    _on_fq_ring_free_locked = _count_fq
 
     def _on_iommu_dma_unmap_(self, ev: Event, k: tuple[str, ...]) -> None:  # __iommu_dma_unmap
         self.unmaps.announce(ev.cpu, ev.fields[k[0]])
