@@ -33,7 +33,11 @@ def oops_tables(reports: Sequence[OopsReport]) -> dict[str, pa.Table]:
     Returns:
         ``{name: pa.Table}``.
     """
-    reps, frames, regs, mods, code = [], [], [], [], []
+    reps: list[dict[str, Any]] = []
+    frames: list[dict[str, Any]] = []
+    regs: list[dict[str, Any]] = []
+    mods: list[dict[str, Any]] = []
+    code: list[dict[str, Any]] = []
     for r in reports:
         f = r.fields
         reps.append({
