@@ -65,6 +65,7 @@ WHATIF_EVENTS = (
 )
 
 ALLOC, UNMAP, CPU_DEAD, TEARDOWN = 0, 1, 2, 3
+_NEVER = 1 << 127
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +347,7 @@ class WhatifRun:
         self.samples: list[tuple[int, int, int, int, int]] = []  # ts, tree pages, queued pages, mags, depot mags
         self.sample_every = sample_every
         self._n = 0
+        self._next_due = _NEVER
         self.torn_down: list[IommuDmaCookie] = []
 
     def _domain(self, iovad: int) -> _Dom:
@@ -364,7 +366,18 @@ class WhatifRun:
             d = self.doms[iovad] = _Dom(dom, cookie)
         return d
 
+    def _due(self, d: _Dom) -> int:
+        c = d.cookie
+        due = c.fq_timer_deadline if c.fq_timer_on and c.fq_timer_deadline is not None else _NEVER
+        if self.profile.depot_trim:
+            w = d.dom.next_work_due()
+            if w is not None and w < due:
+                due = w
+        return due
+
     def _timers(self, ts: int) -> None:
+        if ts < self._next_due:
+            return  # nothing can be due: deadlines only move earlier through an operation (see apply)
         for d in self.doms.values():
             c = d.cookie
             while c.fq_timer_on and c.fq_timer_deadline is not None and c.fq_timer_deadline <= ts:
@@ -374,6 +387,7 @@ class WhatifRun:
                     while rc.work_due is not None and rc.work_due <= ts:
                         d.dom.now = rc.work_due
                         d.dom.iova_depot_work_func(bin_, 0)
+        self._next_due = min((self._due(d) for d in self.doms.values()), default=_NEVER)
 
     def apply(self, op: Op) -> None:
         """Apply one operation (timers due before it fire first)."""
@@ -394,6 +408,11 @@ class WhatifRun:
                 left = d.cookie.iommu_dma_free_fq(op.ts_ns)
                 self.queued_pages -= sum(e.pages for e in left)
                 self.torn_down.append(d.cookie)
+        d = self.doms.get(op.iovad)
+        if d is not None:  # the operation may have armed a timer or scheduled depot work
+            due = self._due(d)
+            if due < self._next_due:
+                self._next_due = due
         self._n += 1
         if self._n % self.sample_every == 0:
             self.sample(op.ts_ns)
