@@ -92,3 +92,40 @@ def test_reattach_names_a_new_domain_until_its_address_is_known() -> None:
     t.rename_domain(second, "0xff00")
     assert t.devices["nvme"].domain == "0xff00" and t.groups[5].domain == "0xff00"
     assert t.domains["0xff00"].devices == {"nvme"} and first in t.domains
+
+
+def test_validate_topology_names_what_disagrees() -> None:
+    import pytest
+
+    from iovatrace.errors import ModelError
+
+    t = Topology()
+    t.add_device_to_group(1, 5, "nvme")
+    t.attach_device_to_domain(2, "nvme", "0xd1")
+    t.dma_map(_m("nvme", 0x1000, 3))
+    t.validate_topology()
+    t.devices["nvme"].gid = 6
+    with pytest.raises(ModelError, match="group 5 lists device nvme, which names group 6"):
+        t.validate_topology()
+    t.devices["nvme"].gid = 5
+    t.domains["0xd2"] = type(t.domains["0xd1"])("0xd2", devices={"nvme"})
+    with pytest.raises(ModelError, match="domain 0xd2 lists device nvme, which is attached to 0xd1"):
+        t.validate_topology()
+    del t.domains["0xd2"]
+    t.ledger.by_device["nvme"][0x5000] = t.ledger.by_device["nvme"].pop(0x1000)
+    with pytest.raises(ModelError, match="files a mapping of nvme at 0x1000 under 0x5000"):
+        t.validate_topology()
+
+
+def test_seed_traces_keep_the_topology_valid() -> None:
+    from test_seeds_cde import seed_c_events, seed_e_events
+
+    from iovatrace.replay.iommu_events import IommuLayer
+
+    for events in (seed_c_events(), seed_e_events(attach_after=True)):
+        layer = IommuLayer(None, bug_modes=["c", "e"])
+        for ev in events:
+            layer.step(ev)
+            layer.topology.validate_topology()
+            for c in layer.cookies.values():
+                c.validate_fq()

@@ -31,6 +31,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..errors import ModelError
 from .findings import Certainty, Finding, Severity
 
 __all__ = [
@@ -498,6 +499,35 @@ class Topology:
                         "valid domain (crash or use-after-free of the iova_domain)",
                         domain=dom.name if dom else None, device=device, certainty=cert, gap=gap, events=evs,
                         details={"call": call, "size": size, "mapped_ns": m.ts_ns if m else None})]
+
+    # -- validators ---------------------------------------------------------------------------------------
+
+    def validate_topology(self) -> None:
+        """Check that groups, domains, devices and the ledger agree with each other.
+
+        Raises:
+            ModelError: a group lists a device that names another group, a domain lists a device attached
+                elsewhere, a live mapping is filed under the wrong device, or a released device is still in a group.
+        """
+        for gid, grp in self.groups.items():
+            for name in grp.devices:
+                dev = self.devices.get(name)
+                if dev is None or dev.gid != gid:
+                    raise ModelError(f"group {gid} lists device {name}, which names group "
+                                     f"{dev.gid if dev else None}")
+                if dev.released:
+                    raise ModelError(f"group {gid} still lists released device {name}")
+        for dname, dom in self.domains.items():
+            for name in dom.devices:
+                dev = self.devices.get(name)
+                if dev is None or dev.domain != dname:
+                    raise ModelError(f"domain {dname} lists device {name}, which is attached to "
+                                     f"{dev.domain if dev else None}")
+        for name, maps in self.ledger.by_device.items():
+            for addr, m in maps.items():
+                if m.device != name or m.dma_addr != addr:
+                    raise ModelError(f"ledger of {name} files a mapping of {m.device} at 0x{m.dma_addr:x} under "
+                                     f"0x{addr:x}")
 
     # -- page_pool (seed c) -------------------------------------------------------------------------------
 
