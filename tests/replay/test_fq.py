@@ -171,6 +171,25 @@ def test_predicted_timer_matches_lab_timeouts(shared_data, trace: str) -> None:
         results[hz] = cookies
     fires = sum(c.stats.timer_fires for c in results[250].values())
     assert abs(fires - observed_timeouts) <= 0.05 * observed_timeouts, (fires, observed_timeouts)
+    # fq_ring_free runs once per queue_iova and once per possible CPU per timeout, in the kernel and the model
+    ring_free_key = "dmaiommu:fq_ring_free" if "dmaiommu:fq_ring_free" in tables else "dmaiommu:fq_ring_free_locked"
+    observed_ring_frees = tables[ring_free_key].num_rows
+    model_ring_frees = sum(c.stats.ring_frees for c in results[250].values())
+    assert abs(model_ring_frees - observed_ring_frees) <= 0.002 * observed_ring_frees
+    # timing: the kernel's delay from the first queued unmap to its timeout lies in the wheel's 12-16 ms window
+    # (plus softirq latency), as the model's deadlines do
+    from iovatrace.schema import iter_events
+
+    delays, armed = [], None
+    for ev in iter_events(tables, ["dmaiommu:__iommu_dma_unmap", "dmaiommu:fq_flush_timeout"]):
+        if ev.name == "dmaiommu:__iommu_dma_unmap":
+            armed = ev.ts_ns if armed is None else armed
+        elif armed is not None:
+            delays.append(ev.ts_ns - armed)
+            armed = None
+    delays.sort()
+    assert 12 * MS <= delays[len(delays) // 2] <= 16.5 * MS
+    assert sum(12 * MS <= d <= 17 * MS for d in delays) >= 0.8 * len(delays)
     assert max(fq.peak for c in results[250].values() for fq in c.fqs.values()) < 255
     assert sum(c.stats.flushes["full"] for c in results[250].values()) == 0
     exact = sum(c.stats.timer_fires for c in results[None].values())
