@@ -220,8 +220,9 @@ class ReplayDriver:
                     self._n += 1
                     if self._n % self.check_every == 0:
                         self.validate()
-            for ext in exts:
-                ext.step(ev)
+            if exts:
+                for ext in exts:
+                    ext.step(ev)
             if progress is not None and not n & 0xFFFF:
                 progress(n)
         self.result.events = n
@@ -690,11 +691,13 @@ class ReplayDriver:
         if st.recon and pfn in st.recon and (pfn in dom.cached_pfns or pfn not in dom._hi):
             st.recon.discard(pfn)  # the free we reconstructed was only late, not lost: already applied
             return
-        lost = self.unmaps.free(st, cpu, pfn, ts)
-        if self.unmaps.is_strict(st):
+        um = self.unmaps
+        lost = um.free(st, cpu, pfn, ts)
+        unknown = um.rings.get((None, cpu))
+        if unknown is not None and unknown.q and um.is_strict(st):
             # Unmaps of unknown domain on this CPU before this one: in a strict domain they were freed by now.
-            for e in self.unmaps.older_unknown(cpu, self.unmaps.last_unmap[cpu].ts if cpu in self.unmaps.last_unmap
-                                               else ts):
+            last = um.last_unmap.get(cpu)
+            for e in um.older_unknown(cpu, last.ts if last is not None else ts):
                 self._attribute_unknown(cpu, e.pfn, e.pages, ts)
         late = not self.unmaps.is_strict(st)  # a flush-queue batch: the lost frees happened some time ago
         for e in lost:

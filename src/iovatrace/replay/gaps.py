@@ -164,15 +164,20 @@ class UnmapTracker:
         Returns:
             Open entries of the same ring that were ahead of it: frees whose probe hits were lost.
         """
-        keys = [(owner, cpu)] + [k for k in self.rings if k[0] is owner and k[1] != cpu] + \
-            [k for k in self.rings if k[0] is None]
-        for key in keys:
-            r = self.rings.get(key)
-            if r is None:
-                continue
-            e = r.index.get(pfn)
-            if e is None or not e.open:
-                continue
+        r = self.rings.get((owner, cpu))
+        e = r.index.get(pfn) if r is not None else None
+        if e is not None and e.open:
+            found = [((owner, cpu), r, e)]
+        else:
+            # Slow path: the timer freed another CPU's ring, or the unmap's domain was not known.
+            found = []
+            for key, r2 in self.rings.items():
+                if key[0] is owner or key[0] is None:
+                    e2 = r2.index.get(pfn)
+                    if e2 is not None and e2.open:
+                        found.append((key, r2, e2))
+                        break
+        for key, r, e in found:
             # Strict: the free follows its own unmap, nothing queued behind it. Lazy: a ring of later unmaps
             # waits behind the entry (an interrupt's nested unmap accounts for one or two, not LAZY_BEHIND).
             behind = r.seq - e.seq
@@ -207,18 +212,15 @@ class UnmapTracker:
 
     def alloc(self, owner: Any, cpu: int) -> list[_Entry]:
         """An allocation in owner's domain on cpu: in a strict domain every open unmap on cpu was freed before."""
-        if not self.is_strict(owner):
-            return []
-        out: list[_Entry] = []
         r = self.rings.get((owner, cpu))
-        if r is not None:
-            out.extend(r.drain())
-        return out
+        if r is None or not r.q or not self.is_strict(owner):
+            return []
+        return list(r.drain())
 
     def unknown_open(self, cpu: int) -> list[_Entry]:
         """Open entries of unknown owner on cpu (closed and returned; the driver attributes them by pfn)."""
         r = self.rings.get((None, cpu))
-        return list(r.drain()) if r is not None else []
+        return list(r.drain()) if r is not None and r.q else []
 
     def forget(self, owner: Any) -> None:
         """Drop owner's rings (domain destroyed: queued entries die with it)."""
