@@ -167,3 +167,15 @@ def test_quoted_in_a_mail_reply_gives_the_same_report(ml: Path) -> None:
     assert (a.title, a.fields, len(a.modules)) == (b.title, b.fields, len(b.modules))
     assert [(f.symbol, f.reliable) for f in a.frames] == [(f.symbol, f.reliable) for f in b.frames]
     assert [(g.name, g.value) for g in a.registers] == [(g.name, g.value) for g in b.registers]
+
+
+def test_reboot_ends_a_report(shared_data: Path) -> None:
+    # Two boots of the lab VM in one console capture: the printk clock restarts at 0, and the second boot's
+    # reports are found again instead of being swallowed by the first boot's panic.
+    text = (shared_data / "reports" / "lab" / "sysrq_crash_console.log").read_text()
+    one = parse_oops(text).reports
+    two = parse_oops(text + text).reports
+    n = len(text.split("\n")) - 1 if text.endswith("\n") else len(text.split("\n"))
+    assert [(r.kind, r.title) for r in two] == [(r.kind, r.title) for r in one] * 2
+    assert [r.first_line for r in two[len(one):]] == [r.first_line + n for r in one]
+    assert all(r.last_line <= n for r in two[:len(one)])

@@ -39,6 +39,8 @@ __all__ = ["OopsReport", "OopsResult", "parse_oops", "iter_oops", "MAX_LINE", "M
 
 #: Characters of a line that take part in matching.
 MAX_LINE = 4096
+#: A printk timestamp back below this many seconds (a new boot starts at 0.000000) after later ones: a reboot.
+_REBOOT_S = 1.0
 #: Lines scanned after a header at most (a report is never this long; bounds the work on huge logs).
 MAX_REPORT_LINES = 8000
 
@@ -133,9 +135,10 @@ class OopsResult:
 
 @dataclass
 class _Line:
-    __slots__ = ("lineno", "last", "text", "context", "questionable", "groups", "extra", "ends")
+    __slots__ = ("lineno", "last", "ts", "text", "context", "questionable", "groups", "extra", "ends")
     lineno: int
     last: int  # last physical input line (mail-wrapped lines span several)
+    ts: float | None
     text: str  # prefixes stripped, ``?`` lines keep their text
     context: str
     questionable: bool
@@ -187,7 +190,7 @@ def _prepare(ln: LogLine) -> _Line:
     # (every info message of rules.INFO_MESSAGES_WITH_STACK contains "fail" or "FAULT_")
     ends = _static_end(text, groups, extra) if (groups or extra or "fail" in text or "FAULT_" in text) else False
     last = ln.lineno + ln.raw.count("\n") if "\n" in ln.raw else ln.lineno
-    return _Line(ln.lineno, last, text, context, questionable, groups, extra, ends)
+    return _Line(ln.lineno, last, ts, text, context, questionable, groups, extra, ends)
 
 
 _QUOTED_CONSOLE = re.compile(r"^(?:> ?)+(?:<\d{1,2}> ?)?\[\s*\d+\.\d+\]", re.M)
@@ -252,9 +255,19 @@ def _collect(lines: list[_Line], start: int) -> _Collected:
     title_n = 0
     body: list[int] = []
     end = min(len(lines), start + MAX_REPORT_LINES)
+    max_ts = lines[start].ts
     for i in range(start, end):
         ln = lines[i]
         first = i == start
+        if ln.ts is not None and ln.context == ctx:  # other contexts may be other machines' interleaved output
+            if max_ts is not None and ln.ts < _REBOOT_S < max_ts:
+                # The printk clock went back: the machine rebooted and nothing after this belongs to the report.
+                if second is None:
+                    second = i
+                if own_second is None:
+                    own_second = i
+            elif max_ts is None or ln.ts > max_ts:
+                max_ts = ln.ts
         if not first and (second is None or (task_ctx and own_second is None)) and _ends_report(ln, own_extra):
             if second is None:
                 second = i
@@ -283,6 +296,7 @@ def _collect(lines: list[_Line], start: int) -> _Collected:
             if not skip_text:
                 cut = i
             skip_text = skip_line = True
+            break  # everything from here on is dropped; the next report search resumes here
         if not first and skip_line:
             continue
         kept.append(i)
