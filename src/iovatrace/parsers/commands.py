@@ -143,7 +143,11 @@ class _Writers:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.files[key] = path
         if self.fmt == "parquet":
-            return pq.ParquetWriter(path, schema, compression="snappy")
+            # Dictionary-encoding every integer column costs 3x the decode itself and rarely pays: keep it for
+            # strings (comm, event, device names...), and statistics for the columns queries filter on.
+            strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_dictionary(f.type)]
+            return pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=strings,
+                                    write_statistics=["ts_ns", "cpu", "seq", "pid"])
         return pa.ipc.new_file(path, schema)
 
     def _flush(self, key: str) -> None:
@@ -158,13 +162,15 @@ class _Writers:
             w = self.writers[key] = self._open(key, batches[0].schema)
         t = pa.Table.from_batches(batches)
         self.pending_bytes -= sum(b.nbytes for b in batches)
-        if self.fmt == "parquet":
-            w.write_table(t, row_group_size=FLUSH_ROWS)
-        else:
-            for b in t.combine_chunks().to_batches(max_chunksize=FLUSH_ROWS):
-                w.write_batch(b)
+        w.write_table(t, row_group_size=FLUSH_ROWS)
 
     def add(self, key: str, batch: Any) -> None:
+        if self.fmt == "arrow":  # IPC batches need no row groups: write as they come
+            w = self.writers.get(key)
+            if w is None:
+                w = self.writers[key] = self._open(key, batch.schema)
+            w.write_batch(batch)
+            return
         self.pending.setdefault(key, []).append(batch)
         self.pending_rows[key] = self.pending_rows.get(key, 0) + batch.num_rows
         self.pending_bytes += batch.nbytes

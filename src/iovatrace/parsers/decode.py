@@ -101,10 +101,12 @@ def walk_pages(data: np.ndarray, npages: int, page_size: int, long_size: int, bi
     cut = end > cap
     end = np.minimum(end, cap)
     act = np.nonzero(end > hdr)[0]
-    pos = act * page_size + hdr  # flat byte position of each active page's next record
+    # Positions in u32 words from the block start (records are 4-byte aligned); e = end of committed data.
+    pos = act * words + hdr // 4
     ts = page_ts[act].copy()
-    e = act * page_size + end[act]
-    out_s: list[np.ndarray] = []
+    e = act * words + end[act] // 4
+    # Per record found: the word before its payload, its payload length in words, its timestamp, its page.
+    out_w: list[np.ndarray] = []
     out_l: list[np.ndarray] = []
     out_t: list[np.ndarray] = []
     out_p: list[np.ndarray] = []
@@ -112,76 +114,77 @@ def walk_pages(data: np.ndarray, npages: int, page_size: int, long_size: int, bi
     nwords = flat32.size
     shift27 = np.uint64(27)
     top_mask = np.uint64(0xF8 << 56)
+    u5, u27, u31 = np.uint32(5), np.uint32(27), np.uint32(31)
     while act.size:
-        wi = pos >> 2
-        w = flat32[wi].astype(np.int64)
-        if big_endian:
-            tl = w >> 27
-            dl = w & 0x7FFFFFF
-        else:
-            tl = w & 31
-            dl = w >> 5
+        w = flat32[pos]
+        tl = (w >> u27) if big_endian else (w & u31)
         if tl.min() >= 1 and tl.max() <= 28:
-            # fast path: only small data records in this step (the common case)
-            length = 4 + 4 * tl
-            ts = ts + dl.astype(np.uint64)
-            nxt = pos + length
+            # fast path, the common case: only small data records (type_len 1..28) in this step
+            dl = (w & np.uint32(0x7FFFFFF)) if big_endian else (w >> u5)
+            np.add(ts, dl, out=ts, casting="unsafe")
+            nxt = pos + tl
+            nxt += 1
             bad = nxt > e
             if bad.any():
                 ok = ~bad
-                _report(res_damage, act, pos, e, tl, length, bad, cut, page_size, None)
-                out_s.append((pos + 4)[ok])
-                out_l.append((length - 4)[ok])
+                _report(res_damage, act, pos, e, tl, (nxt - pos) * 4, bad, cut, words, None)
+                out_w.append(pos[ok])
+                out_l.append(tl[ok])
                 out_t.append(ts[ok])
                 out_p.append(act[ok])
                 keep = ok & (nxt < e)
             else:
-                out_s.append(pos + 4)
-                out_l.append(length - 4)
-                out_t.append(ts)
+                out_w.append(pos)
+                out_l.append(tl)
+                out_t.append(ts.copy())
                 out_p.append(act)
                 keep = nxt < e
-            pos = nxt
         else:
-            a0 = flat32[np.minimum(wi + 1, nwords - 1)].astype(np.int64)
-            is_data = tl <= 28
-            length = np.where(tl == 0, 4 + ((a0 + 3) & ~3), 4 + 4 * tl)
-            length = np.where(tl == 29, 4 + a0, length)
-            length = np.where(tl >= 30, 8, length)
+            tl = tl.astype(np.int64)
+            dl = ((w & np.uint32(0x7FFFFFF)) if big_endian else (w >> u5)).astype(np.int64)
+            a0 = flat32[np.minimum(pos + 1, nwords - 1)].astype(np.int64)
+            lw = np.where(tl == 0, 1 + (a0 + 3) // 4, 1 + tl)  # record length in words
+            lw = np.where(tl == 29, 1 + (a0 + 3) // 4, lw)
+            lw = np.where(tl >= 30, 2, lw)
+            nxt = pos + lw
             null_pad = (tl == 29) & (dl == 0)
-            bad = ((tl == 0) & (a0 < 4)) | ((pos + length > e) & ~null_pad)
+            bad = ((tl == 0) & (a0 < 4)) | ((nxt > e) & ~null_pad)
             ok = ~bad & ~null_pad
             # clock: data and discarded-event padding add the delta; extends add array0<<27; TIME_STAMP is absolute
             dlu = dl.astype(np.uint64)
             a0u = a0.astype(np.uint64)
             ts = np.where(tl == 31, ((a0u << shift27) | dlu) | (ts & top_mask),
                           ts + np.where(tl == 30, (a0u << shift27) + dlu, dlu))
-            take = is_data & ok
+            take = (tl <= 28) & ok
             if take.any():
-                hl = np.where(tl == 0, 8, 4)
-                out_s.append((pos + hl)[take])
-                out_l.append((length - hl)[take])
+                big0 = tl == 0
+                out_w.append(np.where(big0, pos + 1, pos)[take])
+                out_l.append(np.where(big0, (a0 - 4 + 3) // 4, tl)[take])
                 out_t.append(ts[take])
                 out_p.append(act[take])
             if bad.any():
-                _report(res_damage, act, pos, e, tl, length, bad, cut, page_size, a0)
-            pos = pos + length
-            keep = ok & (pos < e)
+                _report(res_damage, act, pos, e, tl, lw * 4, bad, cut, words, a0)
+            keep = ok & (nxt < e)
+        pos = nxt
         if not keep.all():
             act, pos, ts, e = act[keep], pos[keep], ts[keep], e[keep]
-    if out_s:
-        starts = np.concatenate(out_s)
+    if out_w:
         pages = np.concatenate(out_p)
         order = np.argsort(pages.astype(np.uint16) if npages < 65536 else pages, kind="stable")
-        return WalkResult(starts[order], np.concatenate(out_l)[order], np.concatenate(out_t)[order], pages[order],
-                          missed, res_damage)
+        starts = np.concatenate(out_w)[order]
+        starts += 1
+        starts *= 4
+        lengths = np.concatenate(out_l).astype(np.int64)[order]
+        lengths *= 4
+        return WalkResult(starts, lengths, np.concatenate(out_t)[order], pages[order], missed, res_damage)
     z = np.zeros(0, dtype=np.int64)
     return WalkResult(z, z, np.zeros(0, dtype=np.uint64), z, missed, res_damage)
 
 
 def _report(sink: list[tuple[int, int, str, int]], act: np.ndarray, pos: np.ndarray, e: np.ndarray,
-            tl: np.ndarray, length: np.ndarray, bad: np.ndarray, cut: np.ndarray, page_size: int,
+            tl: np.ndarray, length: np.ndarray, bad: np.ndarray, cut: np.ndarray, words: int,
             a0: np.ndarray | None) -> None:
+    """Record each bad record (positions in words) as (page, byte offset in page, reason, bytes lost)."""
     for i in np.nonzero(bad)[0]:
         p = int(act[i])
         if cut[p]:
@@ -190,7 +193,7 @@ def _report(sink: list[tuple[int, int, str, int]], act: np.ndarray, pos: np.ndar
             why = "length-0 record"
         else:
             why = f"record of {int(length[i])} bytes (type_len {int(tl[i])}) overruns the page's committed data"
-        sink.append((p, int(pos[i]) - p * page_size, why, int(e[i] - pos[i])))
+        sink.append((p, (int(pos[i]) - p * words) * 4, why, int(e[i] - pos[i]) * 4))
 
 
 def read_u(data: np.ndarray, starts: np.ndarray, size: int, big_endian: bool) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Per-CPU ring-buffer pages of a trace.dat, in bounded blocks, from plain or chunk-compressed data.
 
 Theory of operation: each CPU of each buffer owns ``size`` bytes at ``offset`` (see tracedat_meta). Plain data
-is read with ``os.pread`` into a reused buffer, ``block_pages`` pages at a time, so memory stays bounded and no
+is read with ``os.preadv`` into a fresh buffer, ``block_pages`` pages at a time, so memory stays bounded and no
 file mapping inflates the resident set; v7 compressed data is a u32 chunk count then ``(u32 csize, u32 usize,
 bytes)`` chunks that decompress independently, gathered until a block is full. A :class:`PageBlock` is a flat
 ``uint8`` array (zero-padded past the last page so fixed-width row views never read out of bounds), plus, per
@@ -71,10 +71,11 @@ def _iter_plain(fd: int, filesize: int, cd: CpuData, ps: int, block_pages: int, 
         sink({"offset": filesize, "reason": msg, "cpu": cd.cpu, "buffer": buffer, "pages_lost": lost,
               "bytes_lost": cd.size - avail, "expected": f"{cd.size} bytes of CPU {cd.cpu} pages"})
     npages_total = -(-avail // ps)
-    buf = _alloc(min(block_pages, max(npages_total, 1)), ps)
     page = 0
     while page < npages_total:
         n = min(block_pages, npages_total - page)
+        # a fresh buffer per block: blocks may be decoded ahead in another thread
+        buf = np.empty(n * ps + PAD, dtype=np.uint8)
         start = cd.offset + page * ps
         nbytes = min(n * ps, avail - page * ps)
         view = memoryview(buf)[: n * ps]

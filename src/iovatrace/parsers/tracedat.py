@@ -125,13 +125,16 @@ class TraceDat:
         path: the file.
         strict: raise :class:`TraceFormatError` on the first damage instead of reporting it in :attr:`damage`.
         block_pages: pages decoded at once (memory ≈ block_pages × page size × a small factor).
+        threads: decode the next page block in a worker thread while the current one becomes Arrow.
 
     Raises:
         TraceFormatError: if the file is not a trace.dat or its metadata is unreadable.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, strict: bool = False, block_pages: int = 2048) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, strict: bool = False, block_pages: int = 8192,
+                 threads: bool = True) -> None:
         self.path = str(path)
+        self.threads = threads
         self.strict = strict
         self.block_pages = block_pages
         try:
@@ -161,7 +164,7 @@ class TraceDat:
         self._schemas: dict[int, Any] = {}
         self._common: tuple[int, int, int, int, int] | None = None
         self._progress = 0
-        self._comm_table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._comm_table: tuple[np.ndarray, Any] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -304,38 +307,47 @@ class TraceDat:
             if (t_off, t_size, fl_off, pc_off, pid_off) == (0, 2, 2, 3, 4) else None
         counts: dict[int, int] = {}
         lost: list[tuple[int, int, int, str, int, str]] = []
-        for b in self._selected_buffers(buffers):
-            for cd in b.cpus:
+
+        def decoded() -> Iterator[tuple[BufferInfo, CpuData, int, PageBlock, WalkResult, np.ndarray, Any]]:
+            # the heavy part (read, decompress, walk, common-field gather): runs one block ahead in a thread
+            for b in self._selected_buffers(buffers):
+                for cd in b.cpus:
+                    for k, blk in enumerate(iter_page_blocks(self._fd, self._size, self.meta, b, cd,
+                                                             block_pages=self.block_pages, sink=sink,
+                                                             strict=self.strict)):
+                        wr = walk_pages(blk.data, blk.npages, blk.page_size, L, big, blk.valid, hdr)
+                        if cdt is not None:
+                            rows8 = np.lib.stride_tricks.as_strided(blk.data, shape=(blk.data.size - 7, 8),
+                                                                    strides=(1, 1))
+                            com = rows8[wr.starts].view(cdt)[:, 0]
+                            ids = com["type"].astype(np.uint16)
+                        else:
+                            com = None
+                            ids = read_u(blk.data, wr.starts + t_off, t_size, big)
+                        yield b, cd, k, blk, wr, ids, com
+
+        seq = 0
+        for b, cd, k, blk, wr, ids, com in _prefetch(decoded()) if self.threads else decoded():
+            if k == 0:
                 seq = 0
-                for blk in iter_page_blocks(self._fd, self._size, self.meta, b, cd, block_pages=self.block_pages,
-                                            sink=sink, strict=self.strict):
-                    wr = walk_pages(blk.data, blk.npages, blk.page_size, L, big, blk.valid, hdr)
-                    if cdt is not None:
-                        rows8 = np.lib.stride_tricks.as_strided(blk.data, shape=(blk.data.size - 7, 8),
-                                                                strides=(1, 1))
-                        com = rows8[wr.starts].view(cdt)[:, 0]
-                        ids = com["type"].astype(np.uint16)
-                    else:
-                        com = None
-                        ids = read_u(blk.data, wr.starts + t_off, t_size, big)
-                    for p, cnt in wr.missed:
-                        pts = int(blk.data[p * blk.page_size: p * blk.page_size + 8].view(">u8" if big else "<u8")[0])
-                        lost.append((pts, cd.cpu, cnt, "missed_events_page", int(blk.src_offsets[p]), b.name))
-                    for p, pos, why, nbytes in wr.damage:
-                        d = {"offset": int(blk.src_offsets[p]) + (pos if not b.compressed else 0),
-                             "reason": f"CPU {cd.cpu} page {blk.first_page + p}: {why}", "cpu": cd.cpu,
-                             "buffer": b.name, "bytes_lost": nbytes, "records_lost": None,
-                             "expected": "records inside the page's committed size"}
-                        if self.strict:
-                            raise TraceFormatError(d["reason"], path=self.path, offset=d["offset"])
-                        sink(d)
-                    if record and ids.size:
-                        u, c = np.unique(ids, return_counts=True)
-                        for i, k in zip(u.tolist(), c.tolist()):
-                            counts[(b.name, i)] = counts.get((b.name, i), 0) + k  # type: ignore[index]
-                    self._progress = max(self._progress, int(blk.src_offsets[-1]) + blk.page_size)
-                    yield RecordBlock(b.name, cd.cpu, blk, wr, ids, seq, com)
-                    seq += wr.starts.size
+            for p, cnt in wr.missed:
+                pts = int(blk.data[p * blk.page_size: p * blk.page_size + 8].view(">u8" if big else "<u8")[0])
+                lost.append((pts, cd.cpu, cnt, "missed_events_page", int(blk.src_offsets[p]), b.name))
+            for p, pos, why, nbytes in wr.damage:
+                d = {"offset": int(blk.src_offsets[p]) + (pos if not b.compressed else 0),
+                     "reason": f"CPU {cd.cpu} page {blk.first_page + p}: {why}", "cpu": cd.cpu,
+                     "buffer": b.name, "bytes_lost": nbytes, "records_lost": None,
+                     "expected": "records inside the page's committed size"}
+                if self.strict:
+                    raise TraceFormatError(d["reason"], path=self.path, offset=d["offset"])
+                sink(d)
+            if record and ids.size:
+                u, c = np.unique(ids, return_counts=True)
+                for i, k in zip(u.tolist(), c.tolist()):
+                    counts[(b.name, i)] = counts.get((b.name, i), 0) + k  # type: ignore[index]
+            self._progress = max(self._progress, int(blk.src_offsets[-1]) + blk.page_size)
+            yield RecordBlock(b.name, cd.cpu, blk, wr, ids, seq, com)
+            seq += wr.starts.size
         if first and buffers is None:
             self._finish_summary(counts, lost)
 
@@ -429,33 +441,27 @@ class TraceDat:
             ts = ts + np.uint64(self.meta.ts_offset_ns % (1 << 64))
         return ts
 
-    def _comm(self, pid: np.ndarray) -> Any:
-        """The comm column for ``pid``: a string array built with numpy offsets (no per-row Python)."""
-        import pyarrow as pa
-
+    def _comm_index(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each pid: index into :meth:`_comm_values` and whether the pid is known (one searchsorted)."""
         if self._comm_table is None:
+            import pyarrow as pa
+
             cm = dict(self.cmdlines)
             cm.setdefault(0, "<idle>")
             keys = np.array(sorted(cm), dtype=np.int64)
-            enc = [cm[int(k)].encode("utf-8", "replace") for k in keys]
-            lens = np.array([len(x) for x in enc], dtype=np.int64)
-            starts = np.zeros(lens.size + 1, dtype=np.int64)
-            np.cumsum(lens, out=starts[1:])
-            self._comm_table = (keys, np.frombuffer(b"".join(enc) or b"\0", dtype=np.uint8), starts, lens)
-        keys, blob, starts, lens = self._comm_table
+            self._comm_table = (keys, pa.array([cm[int(k)] for k in keys], pa.string()))
+        keys = self._comm_table[0]
         p = pid.astype(np.int64)
-        if keys.size == 0:
-            return pa.nulls(p.size, pa.string())
-        k = np.minimum(np.searchsorted(keys, p), keys.size - 1)
-        found = keys[k] == p
-        rl = np.where(found, lens[k], 0)
-        offs = np.zeros(p.size + 1, dtype=np.int64)
-        np.cumsum(rl, out=offs[1:])
-        total = int(offs[-1])
-        idx = np.arange(total, dtype=np.int64) + np.repeat(starts[k] - offs[:-1], rl)
-        validity = None if found.all() else pa.py_buffer(np.packbits(found, bitorder="little"))
-        return pa.StringArray.from_buffers(p.size, pa.py_buffer(offs.astype(np.int32)),
-                                           pa.py_buffer(blob[idx].copy()), validity)
+        k = np.minimum(np.searchsorted(keys, p), max(keys.size - 1, 0)).astype(np.int32)
+        return k, keys[k] == p
+
+    def _comm(self, k: np.ndarray, found: np.ndarray) -> Any:
+        """The comm column: a take from the cmdlines' string array (nulls where the pid is unknown)."""
+        import pyarrow as pa
+
+        values = self._comm_table[1]  # type: ignore[index]
+        idx = pa.array(k, mask=~found) if not found.all() else pa.array(k)
+        return values.take(idx)
 
     def iter_batches(self, events: Iterable[str] | None = None,
                      buffers: Iterable[str] | None = None) -> Iterator[tuple[str, Any]]:
@@ -482,6 +488,8 @@ class TraceDat:
             if rb.ids.size == 0:
                 continue
             data = rb.block.data
+            if rb.common is not None:
+                ck, cfound = self._comm_index(rb.common["pid"])
             order = np.argsort(rb.ids, kind="stable")
             sids = rb.ids[order]
             cuts = np.flatnonzero(np.diff(sids)) + 1
@@ -507,13 +515,14 @@ class TraceDat:
                     pid = read_u(data, starts + pid_off, 4, big).astype(np.uint32).view(np.int32)
                     flags = data[starts + fl_off]
                     preempt = data[starts + pc_off]
+                gk, gfound = (ck[grp], cfound[grp]) if rb.common is not None else self._comm_index(pid)
                 key = fmt.key if not rb.buffer else f"{rb.buffer}/{fmt.key}"
                 cols = [
                     pa.array(self._ts_ns(rb.walk.ts[grp]), pa.uint64()),
                     pa.array(np.full(n, rb.cpu, dtype=np.uint32)),
                     pa.array((rb.seq0 + grp).astype(np.uint64)),
                     pa.array(pid),
-                    self._comm(pid),
+                    self._comm(gk, gfound),
                     pa.array(flags),
                     pa.array(preempt),
                     pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([fmt.key])),
@@ -550,3 +559,18 @@ class TraceDat:
 
 
 struct_error = __import__("struct").error
+_END = object()
+
+
+def _prefetch(gen: Iterator[Any]) -> Iterator[Any]:
+    """Run ``gen`` one item ahead in a worker thread (numpy, zstd and file reads release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="iovatrace-decode") as ex:
+        fut = ex.submit(next, gen, _END)
+        while True:
+            item = fut.result()
+            if item is _END:
+                return
+            fut = ex.submit(next, gen, _END)
+            yield item
