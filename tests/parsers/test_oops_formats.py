@@ -227,3 +227,20 @@ def test_rust_frames_are_titled_demangled() -> None:
            " _RNvMs3_NtCshgDM7dBCdno_11rust_binder7processNtB5_7Process10update_ref+0x1/0x2\n")
     r = parse_oops(log).reports[0]
     assert r.title == "attempt to subtract with overflow in <rust_binder::process::Process>::update_ref"
+
+
+def test_report_body_ends_after_its_end_trace_epilogue() -> None:
+    log = ("[ 1.0] WARNING: CPU: 0 PID: 1 at drivers/iommu/iova.c:42 free_iova_fast+0x1/0x2\n"  # 1
+           "[ 1.0] RIP: 0010:free_iova_fast+0x1/0x2\n"
+           "[ 1.0] Call Trace:\n"
+           "[ 1.0]  fq_ring_free_locked+0x1/0x2\n"
+           "[ 1.0] ---[ end trace 0000000000000000 ]---\n"  # 5
+           "[ 1.0] RIP: 0010:free_iova_fast+0x1/0x2\n"  # 6: x86 repeats the registers after the marker
+           "[ 2.0] e1000e: eth0 NIC Link is Up\n"  # 7: someone else's business
+           "[ 3.0] task:kworker/0:1 state:D stack:0 pid:12\n"
+           "[ 3.0] Call Trace:\n"
+           "[ 3.0]  schedule+0x1/0x2\n")
+    r = parse_oops(log).reports[0]
+    assert r.title == "WARNING in free_iova_fast"
+    assert r.last_line == 6
+    assert [f.symbol for f in r.frames] == ["fq_ring_free_locked"]

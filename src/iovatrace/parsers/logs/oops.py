@@ -236,8 +236,16 @@ def _ends_report(ln: _Line, own_extra: rules.OopsGroup | None) -> bool:
 class _Collected:
     title_lines: list[int]  # indexes of lines in the title text
     all_lines: list[int]  # indexes of all kept lines (whole report)
-    body: list[int]  # indexes of the report's lines including ``?`` frames, up to where the title text ends
+    body: list[int]  # the report's own lines, ``?`` frames included: up to where the title text ends, or to the
+    # end of the epilogue after its "---[ end trace ]---" marker
     resume: int  # where the search for the next report continues
+
+
+# What an oops may still print after its "---[ end trace ]---" marker: registers again, the panic, its offset.
+_EPILOGUE = re.compile(
+    r"^\s*(?:---\[ end |RIP|RSP|R[A-Z0-9]{1,3}:|E[A-Z]{2}:|FS:|CS:|CR\d|DR\d|PKRU|Code:|pc :|lr :|sp :|x\d+:|"
+    r"Kernel panic|Kernel Offset|Rebooting in|Modules linked in|note: |Fixing recursive fault|$)"
+)
 
 
 def _collect(lines: list[_Line], start: int) -> _Collected:
@@ -256,6 +264,7 @@ def _collect(lines: list[_Line], start: int) -> _Collected:
     body: list[int] = []
     end = min(len(lines), start + MAX_REPORT_LINES)
     max_ts = lines[start].ts
+    body_open, epilogue = True, False
     for i in range(start, end):
         ln = lines[i]
         first = i == start
@@ -282,8 +291,10 @@ def _collect(lines: list[_Line], start: int) -> _Collected:
         other_ctx = ln.context != ctx and not (cpu_traceback and ln.context.startswith("C"))
         if not first and other_ctx:
             continue
+        if body_open and epilogue and not first and not _EPILOGUE.match(ln.text):
+            body_open = False  # the oops printed its end marker and its epilogue is over: later lines are others'
         if not first and ln.questionable:
-            if not frozen and not skip_text:
+            if not frozen and not skip_text and body_open:
                 body.append(i)
             continue
         n_text += 1
@@ -302,7 +313,10 @@ def _collect(lines: list[_Line], start: int) -> _Collected:
         kept.append(i)
         if not frozen:
             title_n = len(kept)
-            body.append(i)
+            if body_open:
+                body.append(i)
+                if "---[ end trace" in ln.text:
+                    epilogue = True
         elif i > (own_second if own_second is not None else second or 0) + 20:
             break  # the title text is frozen; a few more lines only feed the stack-trace sanity check
     resume = len(lines) if end == len(lines) else end
