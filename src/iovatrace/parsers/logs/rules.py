@@ -11,8 +11,10 @@ title scheme, re-expressed for Python's ``re``; the machine that runs them is :m
 Format strings use ``str.format`` positional fields: ``{0}``... are the groups captured by the format's
 ``report`` (or ``title``) regexp, followed by one guilty frame per stack trace in ``parts``.
 
-A few headers that syzkaller does not know (``Oops:``, the NMI watchdog's hard LOCKUP) are appended as
-:data:`EXTRA_OOPSES`: they never end another report and only start one where no syzkaller header matched.
+A few headers that syzkaller does not know (the NMI watchdog's hard LOCKUP, a bare ``Oops:``, an
+``NMI backtrace for cpu N``) are appended as :data:`EXTRA_OOPSES`: they start a report only on lines where no
+syzkaller header matched, and only a hard LOCKUP ends another report (see :data:`EXTRA_ENDS_REPORT`).
+The rcu-stall format's ``fallback`` parts are also ours: they only add alternative titles, never the title.
 """
 
 from __future__ import annotations
