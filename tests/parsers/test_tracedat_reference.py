@@ -15,6 +15,7 @@ Known limits of the reference, handled explicitly: flexible tail arrays (``bprin
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -92,11 +93,20 @@ def _as_bytes(v, f) -> bytes:
     raise TypeError(type(v))
 
 
-def compare_with_trace_cmd(path: Path, trace_cmd: str) -> dict[str, int]:
-    """Compare every record; return counters. Raises AssertionError on the first difference."""
+def compare_with_trace_cmd(path: Path, trace_cmd: str, limit: int | None = None) -> dict[str, int]:
+    """Compare every record (or trace-cmd's first ``limit`` lines); return counters.
+
+    Raises:
+        AssertionError: on the first difference.
+    """
     tr = open_trace(path)
     tables = tr.read_tables(buffer=None)
     assert not tr.damage, tr.damage
+    total = sum(t.num_rows for t in tables.values())
+    if limit is not None:  # trace-cmd's first `limit` lines hold at most `limit` records of any CPU
+        import pyarrow.compute as pc
+
+        tables = {k: t.filter(pc.less(t.column("seq"), limit)) for k, t in tables.items()}
     ks = None
     # Per CPU: seq -> (key, row). Build flat arrays for cheap lookups.
     per_cpu: dict[int, dict[int, tuple[str, int]]] = {}
@@ -123,6 +133,9 @@ def compare_with_trace_cmd(path: Path, trace_cmd: str) -> dict[str, int]:
     n = nfields = 0
     assert proc.stdout is not None
     for line in proc.stdout:
+        if limit is not None and n >= limit:
+            proc.kill()
+            break
         m = LINE_RE.match(line.rstrip("\n"))
         if not m:
             continue
@@ -177,8 +190,10 @@ def compare_with_trace_cmd(path: Path, trace_cmd: str) -> dict[str, int]:
                 assert mine == tok, f"{where}: {f.name} {mine!r} != {tok!r}"
         n += 1
     proc.wait()
-    total = sum(t.num_rows for t in tables.values())
-    assert n == total, f"{path.name}: trace-cmd printed {n} events, we decoded {total}"
+    if limit is None:
+        assert n == total, f"{path.name}: trace-cmd printed {n} events, we decoded {total}"
+    else:
+        assert n == min(limit, total)
     return {"events": n, "fields": nfields}
 
 
@@ -206,10 +221,16 @@ def test_lab_traces_equal_trace_cmd(shared_data, trace_cmd, name):
     assert res["events"] > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STRESS)
 def test_stress_traces_equal_trace_cmd(shared_data, trace_cmd, name):
-    res = compare_with_trace_cmd(shared_data / "traces-lab" / name / "trace.dat", trace_cmd)
-    assert res["events"] > 2_000_000
+    """The 2.0-2.7 M-event stress traces. Comparing all of them takes minutes per file, so by default the first
+    250 000 events (time-merged, both CPUs) are compared field by field; set IOVATRACE_FULL_REFERENCE=1 to
+    compare every event (done for the report: all 7.1 M events equal)."""
+    full = os.environ.get("IOVATRACE_FULL_REFERENCE") == "1"
+    res = compare_with_trace_cmd(shared_data / "traces-lab" / name / "trace.dat", trace_cmd,
+                                 None if full else 250_000)
+    assert res["events"] >= (2_000_000 if full else 250_000)
 
 
 def test_bprint_text_matches_trace_cmd(shared_data, trace_cmd):
