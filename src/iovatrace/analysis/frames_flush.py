@@ -69,9 +69,9 @@ def df_flush_queue(tables: EventTables) -> pl.DataFrame:
         tables: event tables keyed by ``system:name``.
 
     Returns:
-        ``ts_ns``, ``time_s``, ``fq`` (hex), ``queue`` (``"CPU n"``: the CPU that fills it), ``depth`` (the
-        kernel's reading where the probe has one, else the reconstruction), ``reconstructed_depth`` (from the
-        events alone), ``kernel_depth`` (6.12 only: ``(tail - head) & mod_mask`` read by the probe at ring-free
+        ``ts_ns``, ``time_s``, ``fq`` (hex), ``queue`` (``"CPU n"``: the CPU that fills it), ``depth`` (where the
+        probe reads the ring: each reading counted down by the frees after it; else the reconstruction),
+        ``reconstructed_depth`` (from the events alone; drifts where kprobe hits were lost), ``kernel_depth`` (6.12 only: ``(tail - head) & mod_mask`` read by the probe at ring-free
         entry, before that call's add; else null), ``change`` (+1 add, -1 remove, 0 a ring free that changed
         nothing). Empty for strict-mode traces.
 
@@ -107,18 +107,30 @@ def df_flush_queue(tables: EventTables) -> pl.DataFrame:
     steps = steps.with_columns((pl.col("depth") - pl.col("depth").min().over("fq").clip(upper_bound=0)).alias("depth"))
     owner = adds.group_by("fq").agg(pl.col("cpu").mode().first().alias("_owner"))
     kernel = rf.filter(pl.col("mod_mask").is_not_null()).select(
-        "ts_ns", "cpu", "seq", "fq", ((pl.col("tail") - pl.col("head")) & pl.col("mod_mask")).alias("kernel_depth"))
+        "ts_ns", "cpu", "seq", "fq", ((pl.col("tail") - pl.col("head")) & pl.col("mod_mask")).alias("kernel_depth"), "mod_mask")
     out = steps.join(kernel, on=["ts_ns", "cpu", "seq", "fq"], how="full", coalesce=True).sort(["fq", "ts_ns", "seq"])
     # Ring frees that neither added nor removed still carry the kernel's reading; carry the depth over them.
     out = out.with_columns(pl.col("depth").forward_fill().over("fq").fill_null(0), pl.col("change").fill_null(0))
-    # Where the kernel's own reading exists it wins (a lost kprobe hit cannot skew it); the reading is taken
-    # before this call's add, so the add is put back on top.
+    # Where the kernel's own reading exists it wins (a lost kprobe hit cannot skew it). The reading is taken at
+    # ring-free entry, before this call's frees and add; the removes that follow count down from it until the
+    # next reading, so the series never mixes the kernel's numbers with a drifting reconstruction.
+    out = out.with_columns(pl.col("depth").alias("reconstructed_depth"),
+                           pl.col("kernel_depth").is_not_null().cum_sum().over("fq").alias("_anchor"))
+    grp = ["fq", "_anchor"]
+    add = pl.col("change").clip(lower_bound=0).first().over(grp)
+    idx = pl.int_range(pl.len()).over(grp)
+    # The call frees first and adds last: at the ring free itself show the reading (plus the add when nothing
+    # is freed), so a full ring reads 255, never 256.
+    anchored = (
+        pl.col("kernel_depth").first().over(grp)
+        + pl.when((idx > 0) | (pl.len().over(grp) == 1)).then(add).otherwise(0)
+        + pl.col("change").cum_sum().over(grp) - pl.col("change").first().over(grp)
+    ).clip(lower_bound=0)
+    # A full ring (reading == mod_mask) is flushed by a second ring free before the add lands; the add placed
+    # on the first one would read one over the capacity, which the ring (one slot kept empty) cannot hold.
+    anchored = pl.min_horizontal(anchored, pl.col("mod_mask").first().over(grp))
     out = out.with_columns(
-        pl.when(pl.col("kernel_depth").is_not_null())
-        .then(pl.col("kernel_depth") + pl.col("change").clip(lower_bound=0))
-        .otherwise(pl.col("depth")).alias("depth"),
-        pl.col("depth").alias("reconstructed_depth"),
-    )
+        pl.when(pl.col("_anchor") > 0).then(anchored).otherwise(pl.col("depth")).alias("depth"))
     out = out.join(owner, on="fq", how="left")
     out = hex_column(out, "fq")
     return out.select(
