@@ -38,7 +38,7 @@ def plot_flush_queue(df: pl.DataFrame, *, subtitle: str | None = None) -> Figure
     if not queues:
         empty_note(ax, "no flush-queue activity (strict mode flushes on every unmap)")
     ax.axhline(256, color="#999999", linestyle=":", linewidth=1)
-    ax.annotate("ring size 256 (IOVA_FQ_SIZE)", (0.0, 256), xycoords=("axes fraction", "data"), fontsize=8,
+    ax.annotate("ring of 256 slots (holds 255 entries)", (0.0, 256), xycoords=("axes fraction", "data"), fontsize=8,
                 color="#666666", xytext=(4, -12), textcoords="offset points")
     finish_axes(ax, xlabel=TIME_LABEL, ylabel="entries in queue", legend_title="queue (one per CPU and domain)")
     return fig
