@@ -296,3 +296,49 @@ def test_rewrite_real_trace(shared_data: Path, tmp_path: Path, trace_cmd: str, f
 
     a, b = report(src), report(out)
     assert len(a) > 1500 and a == b
+
+
+# --- print fmt property: trace-cmd's pretty output (libtraceevent renders the print fmt) read back ---------------
+
+_CONVS = {1: ["%u", "%d", "0x%x", "%x", "%#x"], 2: ["%u", "%hd", "0x%x", "%#x"], 4: ["%u", "%d", "0x%x", "%x", "%#x"],
+          8: ["%llu", "%lld", "0x%llx", "%llx", "%#llx", "%lu"]}
+
+
+@st.composite
+def pretty_formats_and_rows(draw):
+    fmts, rows = draw(formats_and_rows(tail=False))
+    out = {}
+    for key, f in fmts.items():
+        parts, args = [], []
+        for fld in f.payload_fields:
+            sep = draw(st.sampled_from([" ", ", ", " | "])) if parts else ""
+            if fld.kind == "scalar":
+                parts.append(f"{sep}{fld.name}={draw(st.sampled_from(_CONVS[fld.size]))}")
+                args.append(f"REC->{fld.name}")
+            elif fld.is_string:
+                parts.append(f"{sep}{fld.name}=%s")
+                args.append(f"__get_str({fld.name})" if fld.kind == "dynamic" else f"REC->{fld.name}")
+            else:
+                parts.append(f"{sep}{fld.name}=%s")
+                args.append(f"__print_array(__get_dynamic_array({fld.name}), __get_dynamic_array_len({fld.name}) "
+                            f"/ {fld.elem_size}, {fld.elem_size})")
+        pf = '"' + "".join(parts) + '"' + "".join(f", {a}" for a in args)
+        g = EventFormat(f.system, f.name, f.id, f.fields, pf)
+        out[key] = g
+    return out, rows
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(pretty_formats_and_rows())
+def test_random_print_fmt_round_trip(tmp_path_factory, trace_cmd, fr) -> None:
+    """Values printed through random print fmts (decimal, hex with and without 0x, %#x, strings, __print_array)
+    by trace-cmd are read back through the print-fmt regexes."""
+    fmts, rows = fr
+    d = tmp_path_factory.mktemp("p")
+    path = write_events(d / "w.dat", fmts, rows, cmdlines=CMDLINES)
+    rep = subprocess.run([trace_cmd, "report", "-t", "-i", str(path)], capture_output=True, text=True, check=True)
+    (d / "r.txt").write_text(rep.stdout)
+    tt = open_text(d / "r.txt", formats=fmts, strict=True)
+    compare_tables(expected_tables(fmts, rows, CMDLINES), tt.read_tables(), flags_mask=None)
+    assert tt.stats.nulls == {} and tt.stats.bad == {}

@@ -167,16 +167,16 @@ def _pointer(text: str, kernel_hashes: bool) -> int | None:
 
 
 def _list_of_ints(text: str) -> list[int] | None:
+    """``__print_array`` output: the kernel prints ``{0x1,0x2}``, libtraceevent ``1 2`` (empty: nothing)."""
     t = text.strip()
     if t.startswith("{") and t.endswith("}"):
-        inner = t[1:-1].strip()
-        if not inner:
-            return []
-        try:
-            return [int(x.strip(), 16) if x.strip().startswith("0x") else int(x.strip()) for x in inner.split(",")]
-        except ValueError:
-            return None
-    return None
+        items = [x.strip() for x in t[1:-1].split(",") if x.strip()]
+    else:
+        items = t.split()
+    try:
+        return [int(x, 0) if x.lower().startswith(("0x", "-0x")) else int(x) for x in items]
+    except ValueError:
+        return None
 
 
 def _raw_array(text: str) -> bytes | None:

@@ -300,7 +300,8 @@ def _conv_pattern(conv: str, flags: str, width: str | None, kind: str) -> str:
     if conv == "u":
         return pad + r"\d+" + pad
     if conv in "xX":
-        return pad + ("0[xX]" if "#" in flags else "") + r"[0-9a-fA-F]+" + pad
+        # C's "%#x" prints 0 as plain "0"
+        return pad + (r"(?:0[xX][0-9a-fA-F]+|0)" if "#" in flags else r"[0-9a-fA-F]+") + pad
     if conv == "o":
         return pad + r"[0-7]+" + pad
     return "."
