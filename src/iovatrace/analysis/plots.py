@@ -207,7 +207,8 @@ def plot_iova_in_use(df: pl.DataFrame, *, labels: dict[str, str] | None = None, 
 
 
 def plot_iova_gaps(df: pl.DataFrame, *, labels: dict[str, str] | None = None, subtitle: str | None = None) -> Figure:
-    """Largest free IOVA gap below 4 GiB per domain, and how many ranges are in use.
+    """Largest free IOVA gap below 4 GiB (and in the whole window, when a domain allocates above 4 GiB) per
+    domain, and how many ranges are in use.
 
     Args:
         df: :func:`~iovatrace.analysis.frames_iova.df_iova_gaps` output.
@@ -215,10 +216,14 @@ def plot_iova_gaps(df: pl.DataFrame, *, labels: dict[str, str] | None = None, su
         subtitle: optional second title line.
 
     Returns:
-        A two-panel figure: largest gap (MiB) and ranges in use, sampled over time.
+        Two panels, largest gap below 4 GiB (MiB) and ranges in use, sampled over time; a third panel with the
+        largest gap in each domain's whole window (GiB) when any domain was asked for IOVAs above 4 GiB.
     """
-    fig, (ax1, ax2) = new_figure("IOVA fragmentation: largest free gap below 4 GiB", nrows=2, sharex=True,
-                                 size=(10, 6.4), subtitle=subtitle)
+    above = bool(df.height) and bool((df["largest_gap_pages"] != df["largest_gap_below_4g_pages"]).any())
+    fig, axes = new_figure("IOVA fragmentation: largest free gap" + (" below 4 GiB and overall" if above else
+                                                                     " below 4 GiB"),
+                           nrows=3 if above else 2, sharex=True, size=(10, 8.6 if above else 6.4), subtitle=subtitle)
+    ax1, ax2 = axes[0], axes[-1]
     doms = _groups(df, "iovad")
     for dom in doms:
         s = df.filter(pl.col("iovad") == dom)
@@ -226,13 +231,19 @@ def plot_iova_gaps(df: pl.DataFrame, *, labels: dict[str, str] | None = None, su
         lab = (labels or {}).get(dom, dom)
         ax1.plot(s["time_s"].to_numpy(), s["largest_gap_below_4g_pages"].to_numpy() * 4096 / _MIB, label=lab, color=c)
         ax2.plot(s["time_s"].to_numpy(), s["ranges"].to_numpy(), label=lab, color=c)
+        if above:
+            axes[1].plot(s["time_s"].to_numpy(), s["largest_gap_pages"].to_numpy() * 4096 / 2**30, label=lab,
+                         color=c)
     if not doms:
         empty_note(ax1, "no IOVA allocations in this trace")
     ax1.axhline(4096, color="#999999", linestyle=":", linewidth=1)
     ax1.annotate("whole 4 GiB window", (0.0, 4096), xycoords=("axes fraction", "data"), fontsize=8, color="#666666",
                  xytext=(4, -12), textcoords="offset points")
     finish_axes(ax1, xlabel="", ylabel="largest free gap (MiB)", legend_title="IOVA domain (devices)",
-                title="between ranges in use, sampled at 200 instants")
+                title="below 4 GiB, between ranges in use, sampled at 200 instants")
+    if above:
+        finish_axes(axes[1], xlabel="", ylabel="largest free gap (GiB)", legend=False,
+                    title="in the whole window (up to the highest limit the domain was asked for)")
     finish_axes(ax2, xlabel=TIME_LABEL, ylabel="ranges in use", legend=False)
     return fig
 
