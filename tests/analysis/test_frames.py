@@ -385,3 +385,16 @@ def test_live_mappings_match_a_replay_of_the_story(events) -> None:
         series = dict(zip(got["ts_ns"].to_list(), got["live"].to_list()))  # the last value at each timestamp
         assert {ts: series.get(ts) for ts in want} == want, dev
         assert got["live"].min() >= 0
+
+
+def test_forcedac_allocates_above_4g_and_leaves_the_32bit_window_free(shared_data: Path) -> None:
+    """iommu.forcedac=1 (lab README): every allocation tries the full range first, so nothing lands below 4 GiB;
+    the gap below 4 GiB is the whole window (pfns 1..2^20-1) and the overall gap is smaller than the window."""
+    t = _lab_tables(shared_data, "strict_forcedac_v7")
+    a = frames_iova.df_rcache_allocs(t)
+    assert (a["pfn"] >= 1 << 20).all()
+    g = frames_iova.df_iova_gaps(t, samples=30)
+    assert (g["largest_gap_below_4g_pages"] == (1 << 20) - 1).all()
+    top = int(a["limit_pfn"].max())
+    busy = g.filter(pl.col("ranges") > 0)
+    assert busy.height and (busy["largest_gap_pages"] < top).all()
