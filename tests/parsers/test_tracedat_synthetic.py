@@ -289,6 +289,20 @@ def test_offset_and_date_options(tmp_path):
     _check_events(tr, exp, ts_offset=17_000)
 
 
+def test_tsc2nsec_option(tmp_path):
+    """TSC2NSEC: ns = (ticks * mult) >> shift, for events and for lost-event pages alike."""
+    b = Builder(False, 8)
+    cpus, exp = standard_pages(b)
+    mult, shift = 3 << 20, 21  # 1.5 ns per tick
+    p = tmp_path / "tsc.dat"
+    p.write_bytes(build_v6(b, cpus, b.option(14, struct.pack("<IIQ", mult, shift, 0))))
+    tr = open_trace(p)
+    t = tr.read_tables()["test:ev"]
+    want = sorted((c, (ts * mult) >> shift) for c, ts, *_ in exp)
+    assert sorted(zip(t.column("cpu").to_pylist(), t.column("ts_ns").to_pylist())) == want
+    assert tr.lost_events().column("ts_ns").to_pylist() == [(2_000_000 * mult) >> shift, (2_000_100 * mult) >> shift]
+
+
 def test_instance_buffer(tmp_path):
     b = Builder(False, 8)
     cpus, exp = standard_pages(b)

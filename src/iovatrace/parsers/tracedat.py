@@ -331,7 +331,8 @@ class TraceDat:
             if k == 0:
                 seq = 0
             for p, cnt in wr.missed:
-                pts = int(blk.data[p * blk.page_size: p * blk.page_size + 8].view(">u8" if big else "<u8")[0])
+                raw = blk.data[p * blk.page_size: p * blk.page_size + 8].view(">u8" if big else "<u8")
+                pts = int(self._ts_ns(raw.astype(np.uint64))[0])  # the page timestamp, converted like events
                 lost.append((pts, cd.cpu, cnt, "missed_events_page", int(blk.src_offsets[p]), b.name))
             for p, pos, why, nbytes in wr.damage:
                 d = {"offset": int(blk.src_offsets[p]) + (pos if not b.compressed else 0),
@@ -374,8 +375,9 @@ class TraceDat:
 
     @staticmethod
     def _stat_ts(s: dict[str, str]) -> int:
+        # CPUSTAT's "now ts" is printed in seconds by the kernel, already converted from the clock
         try:
-            return int(round(float(s.get("now ts", "0")) * 1e9))
+            return max(0, int(round(float(s.get("now ts", "0")) * 1e9)))
         except ValueError:
             return 0
 
@@ -396,9 +398,8 @@ class TraceDat:
 
     def lost_summary(self) -> list[dict[str, Any]]:
         """The rows of :meth:`lost_events` as dicts, without importing pyarrow."""
-        off = self.meta.ts_offset_ns
         keys = ("ts_ns", "cpu", "count", "source", "offset", "buffer")
-        return [dict(zip(keys, ((r[0] + off) % (1 << 64),) + tuple(r[1:]))) for r in self._ensure_summary()["lost"]]
+        return [dict(zip(keys, r)) for r in self._ensure_summary()["lost"]]
 
     def lost_events(self) -> Any:
         """The losses the trace admits to, as a ``schema.LOST_EVENTS`` table (one row per CPU and time)."""
@@ -408,8 +409,7 @@ class TraceDat:
 
         rows = self._ensure_summary()["lost"]
         cols = list(zip(*rows)) if rows else [[] for _ in range(6)]
-        off = self.meta.ts_offset_ns
-        return pa.table([pa.array([(t + off) % (1 << 64) for t in cols[0]], pa.uint64()),
+        return pa.table([pa.array(cols[0], pa.uint64()),
                          pa.array(cols[1], pa.uint32()), pa.array(cols[2], pa.int64()),
                          pa.array(cols[3], pa.string()), pa.array(cols[4], pa.int64()),
                          pa.array(cols[5], pa.string())], schema=LOST_EVENTS)
