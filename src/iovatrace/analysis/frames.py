@@ -20,7 +20,7 @@ from typing import Literal
 import polars as pl
 
 from .requires import Need, requires
-from .tables import PAGE_SHIFT, EventTables, event_frame, hex_column, pair_calls, trace_span_ns
+from .tables import PAGE_SHIFT, EventTables, cached, event_frame, hex_column, pair_calls, trace_span_ns
 
 __all__ = [
     "MAPPING_NEEDS",
@@ -76,6 +76,10 @@ def df_mappings(tables: EventTables) -> pl.DataFrame:
     Raises:
         MissingEventsError: when the dma-iommu probes were not recorded.
     """
+    return cached(tables, "df_mappings", lambda: _mappings(tables))
+
+
+def _mappings(tables: EventTables) -> pl.DataFrame:
     ent = event_frame(tables, "dmaiommu:iommu_dma_alloc_iova", ["size"], unsigned=["dev", "domain"],
                       strings=["devname"])
     ret = event_frame(tables, "dmaiommu:iommu_dma_alloc_iova_ret", unsigned=["iova"])

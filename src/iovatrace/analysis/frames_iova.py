@@ -25,7 +25,7 @@ import polars as pl
 
 from .frames import size_bin_label
 from .requires import Need, requires
-from .tables import EventTables, event_frame, hex_column, pair_calls, trace_span_ns
+from .tables import EventTables, cached, event_frame, hex_column, pair_calls, trace_span_ns
 
 __all__ = [
     "RCACHE_MAX_PAGES",
@@ -65,6 +65,10 @@ def df_rcache_allocs(tables: EventTables) -> pl.DataFrame:
     Raises:
         MissingEventsError: when the IOVA kprobes were not recorded.
     """
+    return cached(tables, "df_rcache_allocs", lambda: _rcache_allocs(tables))
+
+
+def _rcache_allocs(tables: EventTables) -> pl.DataFrame:
     ent = event_frame(tables, "iova:alloc_iova_fast", ["size"], unsigned=["iovad", "limit_pfn"])
     ret = event_frame(tables, "iova:alloc_iova_fast_ret", unsigned=["pfn"])
     calls = pair_calls(ent, ret, ret_columns=["pfn"]).with_row_index("_c")
@@ -118,6 +122,10 @@ _INUSE = _FAST + (Need("iova:free_iova_fast", why="the end of each range's use")
 def _ranges(tables: EventTables) -> tuple[pl.DataFrame, int]:
     """In-use ranges: iovad, pfn, size_pages, start_ns (trace start for pre-trace ones), end_ns (null: still)."""
     span = trace_span_ns(tables)
+    return cached(tables, "iova_ranges", lambda: _build_ranges(tables, span)), (span[0] if span else 0)
+
+
+def _build_ranges(tables: EventTables, span: tuple[int, int] | None) -> pl.DataFrame:
     start = span[0] if span else 0
     ent = event_frame(tables, "iova:alloc_iova_fast", ["size"], unsigned=["iovad"])
     ret = event_frame(tables, "iova:alloc_iova_fast_ret", unsigned=["pfn"])
@@ -140,7 +148,7 @@ def _ranges(tables: EventTables) -> tuple[pl.DataFrame, int]:
              .join_asof(put.sort("_put"), left_on="start_ns", right_on="_put", by="iovad", strategy="forward",
                         check_sortedness=False)
              .with_columns(pl.coalesce("end_ns", "_put").alias("end_ns")).drop("_put"))
-    return r, start
+    return r
 
 
 @requires(*_INUSE)

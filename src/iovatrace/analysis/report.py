@@ -31,7 +31,7 @@ from . import frames, frames_flush, frames_iova, plots, plots_flush
 from .frames_replay import df_findings, df_replay_timeline, replay_summary_rows
 from .requires import requirements_of
 from .style import save_figure
-from .tables import EventTables
+from .tables import EventTables, FrameCache
 
 __all__ = ["Chart", "ChartResult", "CHARTS", "needed_events", "build_charts", "replay_charts", "write_html",
            "write_report", "run_chart"]
@@ -144,6 +144,7 @@ def build_charts(tables: EventTables, *, subtitle: str | None = None,
     Returns:
         One :class:`ChartResult` per chart, drawn or skipped with a reason.
     """
+    tables = FrameCache(tables)  # charts built on the same frames (df_mappings, ...) compute them once
     labels = frames_iova.iovad_labels(tables)
     out: list[ChartResult] = []
     for c in charts:

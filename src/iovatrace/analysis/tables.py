@@ -17,13 +17,14 @@ Theory of operation:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["EventTables", "event_frame", "hex_column", "pair_calls", "trace_span_ns", "PAGE_SHIFT"]
+__all__ = ["EventTables", "FrameCache", "cached", "event_frame", "hex_column", "pair_calls", "trace_span_ns",
+           "PAGE_SHIFT"]
 
 #: Event tables keyed by ``system:name``, as :meth:`read_tables` of a parsed trace returns them.
 EventTables = Mapping[str, pa.Table]
@@ -32,6 +33,46 @@ EventTables = Mapping[str, pa.Table]
 PAGE_SHIFT = 12
 
 _COMMON = ("ts_ns", "cpu", "seq", "pid")
+
+
+class FrameCache(Mapping[str, pa.Table]):
+    """Event tables that also keep derived frames, so several charts share one ``df_mappings``.
+
+    Args:
+        tables: the event tables (read-only; the frames derived from them are immutable polars frames).
+    """
+
+    def __init__(self, tables: Mapping[str, pa.Table]) -> None:
+        self._tables = tables
+        self.frames: dict[str, pl.DataFrame] = {}
+
+    def __getitem__(self, key: str) -> pa.Table:
+        return self._tables[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+
+def cached(tables: Mapping[str, pa.Table], key: str, build: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """``build()``, remembered on a :class:`FrameCache` (plain mappings just build).
+
+    Args:
+        tables: the event tables, possibly a :class:`FrameCache`.
+        key: name of the derived frame.
+        build: computes it.
+
+    Returns:
+        The frame.
+    """
+    store = getattr(tables, "frames", None)
+    if store is None:
+        return build()
+    if key not in store:
+        store[key] = build()
+    return store[key]
 
 
 def _as_int(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
