@@ -259,7 +259,8 @@ def _binary_array(flat: np.ndarray, offsets: np.ndarray) -> Any:
 
 
 def build_columns(fmt: EventFormat, data: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
-                  big_endian: bool, long_size: int, schema: Any) -> list[Any]:
+                  big_endian: bool, long_size: int, schema: Any,
+                  common: tuple[int, int, int] | None = None) -> list[Any]:
     """Decode the payload fields of one event type's records into Arrow arrays.
 
     Args:
@@ -270,20 +271,29 @@ def build_columns(fmt: EventFormat, data: np.ndarray, starts: np.ndarray, length
         big_endian: the file's byte order.
         long_size: kernel long size.
         schema: the table's Arrow schema (payload fields follow the common columns, in format order).
+        common: offsets of (common_flags, common_preempt_count, common_pid): if given, their numpy columns
+            are appended to the result (taken from the same row gather).
 
     Returns:
-        One Arrow array per payload field, in format order.
+        One Arrow array per payload field, in format order (then flags, preempt, pid if ``common``).
     """
     import pyarrow as pa
 
     payload = fmt.payload_fields
     n = starts.size
     bo = ">" if big_endian else "<"
-    width = max([f.offset + f.size for f in fmt.fields if f.kind != "tail"] + [8])
+    width = max([f.offset + f.size for f in fmt.fields if f.kind != "tail"] + [8]
+                + ([c + 4 for c in common] if common else []))
     width = (width + 7) & ~7
     rows_view = np.lib.stride_tricks.as_strided(data, shape=(data.size - width + 1, width), strides=(1, 1))
     rows = rows_view[starts]
     names, formats, offsets = [], [], []
+    if common is not None:  # the common header rides along in the same rows: (flags, preempt, pid) offsets
+        for nm, fm, off in zip(("c_flags", "c_preempt", "c_pid"), ("u1", "u1", bo + "i4"), common):
+            if off + (4 if nm == "c_pid" else 1) <= width:
+                names.append(nm)
+                formats.append(fm)
+                offsets.append(off)
     for i, f in enumerate(payload):
         if f.kind == "scalar":
             names.append(f"f{i}")
@@ -339,4 +349,7 @@ def build_columns(fmt: EventFormat, data: np.ndarray, starts: np.ndarray, length
             vals = vals.astype(vals.dtype.newbyteorder("="))
             out.append(pa.ListArray.from_arrays(pa.array((offs2 // es).astype(np.int32)),
                                                 pa.array(vals, type=atype.value_type)))
+    if common is not None:
+        out += [np.ascontiguousarray(rec["c_flags"]), np.ascontiguousarray(rec["c_preempt"]),  # type: ignore[index]
+                rec["c_pid"].astype(np.int32)]  # type: ignore[index]
     return out

@@ -506,15 +506,9 @@ class TraceDat:
                 starts = rb.walk.starts[grp]
                 lengths = rb.walk.lengths[grp]
                 n = grp.size
-                if rb.common is not None:
-                    cg = rb.common[grp]
-                    pid = cg["pid"].astype(np.int32)
-                    flags = cg["flags"].copy()
-                    preempt = cg["preempt"].copy()
-                else:
-                    pid = read_u(data, starts + pid_off, 4, big).astype(np.uint32).view(np.int32)
-                    flags = data[starts + fl_off]
-                    preempt = data[starts + pc_off]
+                payload = build_columns(fmt, data, starts, lengths, big, L, schema, (fl_off, pc_off, pid_off))
+                flags, preempt, pid = payload[-3:]
+                del payload[-3:]
                 gk, gfound = (ck[grp], cfound[grp]) if rb.common is not None else self._comm_index(pid)
                 key = fmt.key if not rb.buffer else f"{rb.buffer}/{fmt.key}"
                 cols = [
@@ -527,7 +521,7 @@ class TraceDat:
                     pa.array(preempt),
                     pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([fmt.key])),
                 ]
-                cols += build_columns(fmt, data, starts, lengths, big, L, schema)
+                cols += payload
                 if len(cols) < len(schema):  # bprint/bputs text
                     from .bprint import decode_text_column
 
