@@ -132,6 +132,9 @@ def test_instance_prefix_keys(data: Path, tmp_path: Path, base) -> None:
     path = _variant(data, tmp_path, lambda ls: [("inst1: " + l.lstrip()) if "ping-205" in l else l for l in ls])
     tt, got = _tables(data, path, strict=True)
     assert tt.meta["instances"] == ["inst1"]
+    assert not any(k.startswith("inst1/") for k in got)  # read_tables() reads the top buffer, as trace.dat's
+    got = tt.read_tables(buffer=None)
+    assert tt.read_tables(buffer="inst1").keys() == {k for k in got if k.startswith("inst1/")}
     assert "inst1/iommu:map" in got and got["inst1/iommu:map"].num_rows > 0
     assert sum(t.num_rows for t in got.values()) == 60
 

@@ -134,7 +134,7 @@ def test_instances(tmp_path: Path, trace_cmd: str) -> None:
     (tmp_path / "r.txt").write_text(rep)
     tt = open_text(tmp_path / "r.txt", formats=fmts, strict=True)
     assert tt.meta.instances == ["inst1"]
-    compare_tables(want, tt.read_tables(), flags_mask=None)
+    compare_tables(want, tt.read_tables(buffer=None), flags_mask=None)
     with pytest.raises(ValueError, match="v7 files only"):
         write_events(tmp_path / "i6.dat", fmts, rows, version=6, compression="none")
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -174,36 +174,50 @@ class TextTrace:
         return [{"reason": r, "count": n, "line": self._meta["first_bad"].get(r, (None, ""))[0],
                  "excerpt": self._meta["first_bad"].get(r, (None, ""))[1]} for r, n in self._meta["skipped"].items()]
 
-    def read_tables(self, events: list[str] | None = None) -> dict[str, pa.Table]:
-        """All event tables, keyed ``"system:name"``.
+    def read_tables(self, events: Iterable[str] | None = None, buffer: str | None = "") -> dict[str, pa.Table]:
+        """Event tables, keyed ``"system:name"`` (instances ``"inst/system:name"``), as the trace.dat reader.
 
         Args:
-            events: glob patterns on ``"system:name"`` (or on the bare event name) to keep; ``None`` for all.
+            events: glob patterns on ``"system:name"`` (or on the bare event name); ``None`` for all.
+            buffer: the instance to read (``""`` = top buffer, the default); ``None`` reads all.
 
         Returns:
-            ``{key: pa.Table}`` with :func:`iovatrace.schema.event_schema` schemas where formats are known.
+            ``{key: pa.Table}``, keys sorted, with :func:`iovatrace.schema.event_schema` schemas where formats are
+            known.
         """
-        self._load()
-        assert self._tables is not None
-        if events is None:
-            return dict(self._tables)
-        pats = list(events)
-        return {k: t for k, t in self._tables.items()
-                if any(fnmatch.fnmatchcase(k, p) or fnmatch.fnmatchcase(k.split(":", 1)[-1], p) for p in pats)}
+        return {k: t for k, t in self._select(events, None if buffer is None else [buffer])}
 
-    def iter_batches(self, events: list[str] | None = None, *, batch_size: int = 65536) -> Iterator[tuple[str, pa.RecordBatch]]:
+    def iter_batches(self, events: Iterable[str] | None = None, buffers: Iterable[str] | None = None, *,
+                     batch_size: int = 65536) -> Iterator[tuple[str, pa.RecordBatch]]:
         """Yield ``(key, RecordBatch)`` per event table, in batches of at most ``batch_size`` rows.
 
         Args:
             events: as for :meth:`read_tables`.
+            buffers: instance names to read (``""`` = top); default all.
             batch_size: maximum rows per batch.
 
         Yields:
             ``(key, batch)``.
         """
-        for key, table in self.read_tables(events).items():
+        for key, table in self._select(events, buffers):
             for batch in table.to_batches(max_chunksize=batch_size):
                 yield key, batch
+
+    def _select(self, events: Iterable[str] | None, buffers: Iterable[str] | None) -> list[tuple[str, pa.Table]]:
+        self._load()
+        assert self._tables is not None
+        pats = list(events) if events is not None else None
+        bufs = set(buffers) if buffers is not None else None
+        out = []
+        for k in sorted(self._tables):
+            buf, _, ev = k.rpartition("/")
+            if bufs is not None and buf not in bufs:
+                continue
+            if pats is not None and not any(fnmatch.fnmatchcase(ev, p) or fnmatch.fnmatchcase(ev.split(":", 1)[-1], p)
+                                            for p in pats):
+                continue
+            out.append((k, self._tables[k]))
+        return out
 
     def lost_events(self) -> pa.Table:
         """Loss markers (``CPU:n [LOST n EVENTS]``, ``[n EVENTS DROPPED]``) as :data:`iovatrace.schema.LOST_EVENTS`
@@ -213,8 +227,8 @@ class TextTrace:
         return self._lost
 
     def event_counts(self) -> dict[str, int]:
-        """Number of events per key."""
-        return {k: t.num_rows for k, t in self.read_tables().items()}
+        """Number of events per key (all buffers; instance keys ``"inst/system:name"``), sorted by key."""
+        return {k: t.num_rows for k, t in self.read_tables(buffer=None).items()}
 
     # -- parsing -----------------------------------------------------------------------------------------------
     def _load(self) -> None:
