@@ -71,7 +71,9 @@ def df_mappings(tables: EventTables) -> pl.DataFrame:
         One row per mapping: ``ts_ns`` (allocation; null for ``before_trace``), ``cpu``, ``device`` (name),
         ``dev`` (``struct device *``), ``domain`` (``iommu_domain *`` as hex), ``iova``, ``size_bytes``,
         ``size_pages``, ``unmap_ts_ns`` (null while mapped), ``lifetime_ns``, ``origin`` (``traced`` or
-        ``before_trace``: unmapped here, mapped before tracing started). Failed allocations (IOVA 0) are left out.
+        ``before_trace``: unmapped here, mapped before tracing started), ``released_by_ns`` (for a mapping with no
+        unmap in the trace whose IOVA the same domain hands out again later: the time by which it must have been
+        released, i.e. its unmap probe hit was lost; else null). Failed allocations (IOVA 0) are left out.
 
     Raises:
         MissingEventsError: when the dma-iommu probes were not recorded.
@@ -95,10 +97,11 @@ def _mappings(tables: EventTables) -> pl.DataFrame:
     # 6.12+: the dma:dma_unmap_page tracepoint never loses a hit the way a nested kprobe can; name -> pointer.
     dup = event_frame(tables, "dma:dma_unmap_page", ["size"], unsigned=["addr"], strings=["device"])
     if not dup.is_empty():
-        ptrs = names.select("dev", pl.col("device")).unique("device", keep="last")
-        dup = dup.join(ptrs, on="device", how="inner").select(
-            "ts_ns", "cpu", "seq", "pid", "size", "dev", pl.col("addr").alias("dma_addr"))
+        dup = _dev_at(dup, ent).select("ts_ns", "cpu", "seq", "pid", "size", "dev", pl.col("addr").alias("dma_addr"))
         unmap = pl.concat([unmap, dup.select(unmap.columns)]).sort(["ts_ns", "cpu", "seq"])
+    sg = _sg_unmaps(tables, ent)
+    if not sg.is_empty():
+        unmap = pl.concat([unmap, sg.select(unmap.columns)]).sort(["ts_ns", "cpu", "seq"])
     unmap = unmap.select(
         pl.col("ts_ns").alias("unmap_ts_ns"), "dev", (pl.col("dma_addr") & pl.lit(_PAGE_MASK, pl.UInt64)).alias("iova"),
         # The caller's length counts from the DMA address, which may start inside the first page.
@@ -140,11 +143,60 @@ def _mappings(tables: EventTables) -> pl.DataFrame:
     # A device that never allocated inside the trace is named by its struct device pointer.
     out = hex_column(out.with_columns(pl.col("dev").alias("_devhex")), "_devhex")
     out = hex_column(out.with_columns(pl.coalesce("device", "_devhex").alias("device")), "domain")
+    # The same IOVA handed out again in the same domain proves the earlier mapping was released, even when its
+    # unmap probe hit was lost: such a mapping ended by then at the latest.
+    out = out.sort(["ts_ns"], nulls_last=False).with_columns(
+        pl.col("ts_ns").shift(-1).over(["domain", "iova"]).alias("_next"))
+    out = out.with_columns(
+        pl.when(pl.col("unmap_ts_ns").is_null() & (pl.col("origin") == "traced"))
+        .then(pl.col("_next")).otherwise(None).alias("released_by_ns"))
     return out.with_columns(
         (pl.col("size_bytes") // (1 << PAGE_SHIFT)).alias("size_pages"),
         (pl.col("unmap_ts_ns") - pl.col("ts_ns")).alias("lifetime_ns"),
     ).select("ts_ns", "cpu", "device", "dev", "domain", "iova", "size_bytes", "size_pages", "unmap_ts_ns",
-             "lifetime_ns", "origin").sort(["ts_ns", "unmap_ts_ns"], nulls_last=False)
+             "lifetime_ns", "origin", "released_by_ns").sort(["ts_ns", "unmap_ts_ns"], nulls_last=False)
+
+
+def _sg_unmaps(tables: EventTables, ent: pl.DataFrame) -> pl.DataFrame:
+    """6.12+ scatterlist unmaps as (dev, dma_addr) rows.
+
+    ``dma:dma_unmap_sg`` records the pages' physical addresses only; the newest ``dma:dma_map_sg`` of the same
+    device that started at the same physical address gives the DMA address (the IOVA) it was mapped at.
+    """
+    mt, ut = tables.get("dma:dma_map_sg"), tables.get("dma:dma_unmap_sg")
+    if mt is None or ut is None or mt.num_rows == 0 or ut.num_rows == 0:
+        return pl.DataFrame()
+    if not {"phys_addrs", "dma_addrs", "lengths"} <= set(mt.column_names) or "addrs" not in ut.column_names:
+        return pl.DataFrame()
+    m = pl.from_arrow(mt.select(["ts_ns", "device", "phys_addrs", "dma_addrs", "lengths"]))
+    u = pl.from_arrow(ut.select(["ts_ns", "cpu", "seq", "pid", "device", "addrs"]))
+    assert isinstance(m, pl.DataFrame) and isinstance(u, pl.DataFrame)
+    m = m.select(pl.col("ts_ns").cast(pl.Int64).alias("_mts"), "device",
+                 pl.col("phys_addrs").list.first().cast(pl.UInt64).alias("_phys"),
+                 pl.col("dma_addrs").list.first().cast(pl.UInt64).alias("dma_addr"),
+                 pl.col("lengths").list.sum().cast(pl.Int64).alias("size")).drop_nulls(["_phys", "dma_addr"])
+    u = u.select(pl.col("ts_ns").cast(pl.Int64), pl.col("cpu").cast(pl.Int64), pl.col("seq").cast(pl.Int64),
+                 pl.col("pid").cast(pl.Int64), "device", pl.col("addrs").list.first().cast(pl.UInt64).alias("_phys"))
+    j = u.sort("ts_ns").join_asof(m.sort("_mts"), left_on="ts_ns", right_on="_mts", by=["device", "_phys"],
+                                  strategy="backward", check_sortedness=False).drop_nulls("dma_addr")
+    return _dev_at(j, ent).select("ts_ns", "cpu", "seq", "pid", "size", "dev", "dma_addr")
+
+
+def _dev_at(df: pl.DataFrame, ent: pl.DataFrame) -> pl.DataFrame:
+    """Add ``dev``: the ``struct device *`` a device name had at each row's time.
+
+    A PCI remove + rescan gives the same name a new pointer, so the name is resolved as of the row's time (the
+    newest allocation by that name before it; for rows before any, the first one after).
+    """
+    ptr = ent.select(pl.col("ts_ns").alias("_pts"), pl.col("devname").alias("device"), pl.col("dev").alias("_ptr"))
+    ptr = ptr.drop_nulls().sort("_pts")
+    out = df.sort("ts_ns")
+    for strategy in ("backward", "forward"):
+        out = out.join_asof(ptr, left_on="ts_ns", right_on="_pts", by="device", strategy=strategy,
+                            check_sortedness=False)
+        out = out.with_columns(pl.coalesce("dev", "_ptr").alias("dev") if "dev" in out.columns
+                               else pl.col("_ptr").alias("dev")).drop("_pts", "_ptr")
+    return out.drop_nulls("dev")
 
 
 @requires(*MAPPING_NEEDS)
@@ -178,8 +230,10 @@ def df_live_mappings(tables: EventTables, *, by: Literal["device", "domain"] = "
     else:
         m = m.with_columns(pl.col("device").alias("group"))
     ups = m.select(pl.col("ts_ns").fill_null(start), "group", pl.lit(1).alias("d"), pl.col("size_bytes").alias("b"))
-    downs = m.filter(pl.col("unmap_ts_ns").is_not_null()).select(
-        pl.col("unmap_ts_ns").alias("ts_ns"), "group", pl.lit(-1).alias("d"), (-pl.col("size_bytes")).alias("b"))
+    # A mapping whose unmap was lost ends, at the latest, when its IOVA is handed out again.
+    downs = m.with_columns(pl.coalesce("unmap_ts_ns", "released_by_ns").alias("_end")).filter(
+        pl.col("_end").is_not_null()).select(
+        pl.col("_end").alias("ts_ns"), "group", pl.lit(-1).alias("d"), (-pl.col("size_bytes")).alias("b"))
     steps = pl.concat([ups, downs]).sort(["group", "ts_ns", "d"], descending=[False, False, True])
     steps = steps.with_columns(
         pl.col("d").cum_sum().over("group").alias("live"), pl.col("b").cum_sum().over("group").alias("live_bytes"))
@@ -227,7 +281,8 @@ def df_outstanding(tables: EventTables) -> pl.DataFrame:
     Returns:
         One row per device (most outstanding first): ``device``, ``domain``, ``outstanding``,
         ``outstanding_bytes``, ``oldest_ts_ns``, ``oldest_age_s`` (at the last event of the trace), ``mapped``
-        (all mappings the device made in the trace).
+        (all mappings the device made in the trace), ``unmap_lost`` (mappings with no unmap in the trace whose
+        IOVA was handed out again, so their unmap probe hit was lost; not counted as outstanding).
 
     Raises:
         MissingEventsError: when the dma-iommu probes were not recorded.
@@ -235,14 +290,16 @@ def df_outstanding(tables: EventTables) -> pl.DataFrame:
     m = df_mappings(tables).filter(pl.col("origin") == "traced")
     span = trace_span_ns(tables)
     end = span[1] if span else 0
+    open_ = pl.col("unmap_ts_ns").is_null() & pl.col("released_by_ns").is_null()
     return (
         m.group_by("device")
         .agg(
             pl.col("domain").last(),
-            pl.col("unmap_ts_ns").is_null().sum().alias("outstanding"),
-            pl.col("size_bytes").filter(pl.col("unmap_ts_ns").is_null()).sum().alias("outstanding_bytes"),
-            pl.col("ts_ns").filter(pl.col("unmap_ts_ns").is_null()).min().alias("oldest_ts_ns"),
+            open_.sum().alias("outstanding"),
+            pl.col("size_bytes").filter(open_).sum().alias("outstanding_bytes"),
+            pl.col("ts_ns").filter(open_).min().alias("oldest_ts_ns"),
             pl.len().alias("mapped"),
+            pl.col("released_by_ns").is_not_null().sum().alias("unmap_lost"),
         )
         .with_columns(((pl.lit(end) - pl.col("oldest_ts_ns")) / 1e9).alias("oldest_age_s"))
         .sort(["outstanding", "device"], descending=[True, False])
