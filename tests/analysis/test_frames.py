@@ -317,7 +317,8 @@ def test_rcache_hits_agree_with_the_replay_model(shared_data: Path) -> None:
 
 @st.composite
 def _mapping_story(draw: st.DrawFn) -> list[tuple[str, int, int, int]]:
-    """Events (kind, t, dev, iova): maps and unmaps of two devices; some unmaps hit mappings from 'before'."""
+    """Events (kind, t, dev, iova): maps and unmaps of two devices, each in its own domain (a domain never hands
+    out a mapped IOVA twice); some unmaps hit mappings from 'before'."""
     live: dict[tuple[int, int], bool] = {}
     events = []
     t = 100
@@ -348,7 +349,7 @@ def test_live_mappings_match_a_replay_of_the_story(events) -> None:
     seq = iter(range(10_000))
     t = {
         "dmaiommu:iommu_dma_alloc_iova": _table([
-            {"ts_ns": ts, "cpu": 0, "seq": next(seq), "pid": 1, "domain": 0xAA, "size": 4096, "dev": d,
+            {"ts_ns": ts, "cpu": 0, "seq": next(seq), "pid": 1, "domain": d + 1, "size": 4096, "dev": d,
              "devname": names[d]} for _, ts, d, _ in maps], "x"),
         "dmaiommu:iommu_dma_alloc_iova_ret": _table([
             {"ts_ns": ts, "cpu": 1, "seq": i, "pid": 1, "iova": iova} for i, (_, ts, _, iova) in enumerate(maps)], "x"),
