@@ -116,9 +116,11 @@ class UnmapTracker:
         """A device is about to unmap on cpu (``__iommu_dma_unmap`` dev pointer, ``dma:dma_unmap_sg`` name)."""
         self.next_owner[cpu] = self.dev_owner.get(dev)
 
-    def unmap(self, cpu: int, pfn: int, pages: int, ts: int) -> None:
-        """An ``iommu:unmap`` tracepoint on cpu."""
-        owner = self.next_owner.pop(cpu, None)
+    def unmap(self, cpu: int, pfn: int, pages: int, ts: int, owner: Any = None) -> None:
+        """An ``iommu:unmap`` tracepoint on cpu; ``owner`` when the caller already knows the domain."""
+        announced = self.next_owner.pop(cpu, None)
+        if owner is None:
+            owner = announced
         e = _Entry(pfn, pages, owner, ts)
         self._ring(owner, cpu).add(e)
         self.last_unmap[cpu] = e
@@ -133,8 +135,8 @@ class UnmapTracker:
         e = self.last_unmap.get(cpu)
         if e is None or e.pfn != pfn:
             return None
-        if e.owner is None and owner is not None:
-            r = self.rings.get((None, cpu))
+        if e.owner is not owner and owner is not None:
+            r = self.rings.get((e.owner, cpu))
             if r is not None and r.q and r.q[-1] is e:
                 r.q.pop()
                 if r.index.get(e.pfn) is e:

@@ -48,7 +48,7 @@ class DomainState:
         "free_iova_calls", "failures", "fail32", "hits", "misses", "prior_frees", "rcache_flushes", "max_depot",
         "devices", "kmem_model", "kmem_trace", "fp_model", "fp_trace", "pred_exact", "pred_mismatch",
         "pred_uncertain", "learned", "learned_match", "depot_pops_with_successors", "alive_at_put", "ops",
-        "lazy", "flush_times", "findings_gap", "recon", "lost_frees",
+        "lazy", "flush_times", "findings_gap", "recon", "lost_frees", "suspect_frees",
     )
 
     def __init__(self, dom: RcacheDomain, iovad: int, observed: bool, created_ns: int | None) -> None:
@@ -88,6 +88,7 @@ class DomainState:
         self.findings_gap: str | None = None
         self.recon: set[int] = set()  # pfns whose lost free the replay reconstructed (predictions on them: uncertain)
         self.lost_frees = 0
+        self.suspect_frees = 0  # frees of unexpected pfns explained by gaps (not reported as findings)
 
     @property
     def name(self) -> str:
@@ -132,5 +133,6 @@ class DomainState:
                             "uncertain": self.pred_uncertain, "learned": self.learned,
                             "learned_matched": self.learned_match},
             "lost_frees_reconstructed": self.lost_frees,
+            "suspect_frees_after_gaps": self.suspect_frees,
             "gap": self.gap,
         }
