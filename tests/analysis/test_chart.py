@@ -111,3 +111,16 @@ def test_chart_cli_rejects_a_non_trace(tmp_path: Path) -> None:
     bad.write_bytes(b"not a trace at all\n" * 10)
     res = CliRunner().invoke(cli, ["chart", str(bad), "-o", str(tmp_path / "out")])
     assert res.exit_code == 1 and "iovatrace: error:" in res.output
+
+
+def test_report_reads_every_event_the_frames_use() -> None:
+    """run_chart reads only needed_events(); every event key a frame module names must be in it, or a chart
+    silently loses an input (as the 6.12 scatterlist unmaps once did)."""
+    import iovatrace.analysis as pkg
+    from iovatrace.analysis.report import needed_events
+
+    keys: set[str] = set()
+    for mod in ("frames", "frames_iova", "frames_flush"):
+        text = (Path(pkg.__file__).parent / f"{mod}.py").read_text()
+        keys |= set(re.findall(r'"((?:iommu|intel_iommu|iova|dmaiommu|dma|kmem|cpuhp):\w+)"', text))
+    assert keys and keys <= needed_events(), keys - needed_events()

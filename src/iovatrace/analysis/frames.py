@@ -24,6 +24,7 @@ from .tables import PAGE_SHIFT, EventTables, cached, event_frame, hex_column, pa
 
 __all__ = [
     "MAPPING_NEEDS",
+    "OPTIONAL_EVENTS",
     "df_mappings",
     "df_live_mappings",
     "df_mapping_lifetimes",
@@ -36,6 +37,9 @@ MAPPING_NEEDS = (
     Need("dmaiommu:iommu_dma_alloc_iova_ret", why="the IOVA the allocation returned"),
     Need("dmaiommu:__iommu_dma_unmap", why="the end of each mapping"),
 )
+
+#: Events used when present (never required): 6.12+ tracepoints that stand in for lost unmap kprobe hits.
+OPTIONAL_EVENTS = ("dma:dma_unmap_page", "dma:dma_map_sg", "dma:dma_unmap_sg")
 
 _PAGE_MASK = ~((1 << PAGE_SHIFT) - 1) & 0xFFFF_FFFF_FFFF_FFFF
 

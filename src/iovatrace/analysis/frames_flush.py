@@ -30,9 +30,13 @@ import polars as pl
 from .requires import Need, requires
 from .tables import EventTables, event_frame, hex_column, trace_span_ns
 
-__all__ = ["df_flush_queue", "df_flushes", "df_invalidations", "QI_TYPES"]
+__all__ = ["df_flush_queue", "df_flushes", "df_invalidations", "QI_TYPES", "OPTIONAL_EVENTS"]
 
 _RING = ("dmaiommu:fq_ring_free", "dmaiommu:fq_ring_free_locked")
+
+#: Events used when present (never required): every kind df_invalidations counts.
+OPTIONAL_EVENTS = ("intel_iommu:qi_submit", "dmaiommu:fq_flush_iotlb", "dmaiommu:fq_flush_timeout",
+                   "intel_iommu:cache_tag_flush_range", "intel_iommu:cache_tag_flush_all", *_RING)
 
 #: VT-d queued-invalidation descriptor types (qw0 bits 0-3), as the kernel's qi_submit tracepoint names them.
 QI_TYPES = {1: "cc_inv", 2: "iotlb_inv", 3: "dev_tlb_inv", 4: "iec_inv", 5: "inv_wait", 6: "p_iotlb_inv",

@@ -29,6 +29,7 @@ from .tables import EventTables, cached, event_frame, hex_column, pair_calls, tr
 
 __all__ = [
     "RCACHE_MAX_PAGES",
+    "OPTIONAL_EVENTS",
     "df_rcache_allocs",
     "df_rcache_hit_rate",
     "df_iova_in_use",
@@ -39,6 +40,11 @@ __all__ = [
 
 #: Largest allocation (pages) the rcache serves: bins 0..5 hold 1..32 pages.
 RCACHE_MAX_PAGES = 32
+
+#: Events used when present (never required): domain lifetimes, magazine objects, depot size, magazine flushes,
+#: and the dma-iommu call that names a domain's device.
+OPTIONAL_EVENTS = ("iova:init_iova_domain", "iova:put_iova_domain", "kmem:kmem_cache_alloc", "kmem:kmem_cache_free",
+                   "iova:iova_depot_work_func", "iova:iova_magazine_free_pfns", "dmaiommu:iommu_dma_alloc_iova")
 
 #: pfn of 4 GiB with 4 KiB pages: everything below is the 32-bit DMA window.
 PFN_4G = 1 << 20

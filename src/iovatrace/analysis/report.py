@@ -124,11 +124,7 @@ def needed_events(charts: Iterable[Chart] = CHARTS) -> set[str]:
         for need in requirements_of(c.compute):
             keys.update(need.keys)
     # Optional inputs the frames use when present.
-    keys.update({"dma:dma_unmap_page", "kmem:kmem_cache_free", "iova:put_iova_domain", "intel_iommu:qi_submit",
-                 "intel_iommu:cache_tag_flush_range", "intel_iommu:cache_tag_flush_all",
-                 "iova:iova_magazine_free_pfns", "kmem:kmem_cache_alloc", "iova:iova_depot_work_func",
-                 "iova:init_iova_domain",
-                 "dmaiommu:iommu_dma_alloc_iova", "dmaiommu:fq_flush_timeout", "dmaiommu:fq_flush_iotlb"})
+    keys.update(frames.OPTIONAL_EVENTS, frames_iova.OPTIONAL_EVENTS, frames_flush.OPTIONAL_EVENTS)
     return keys
 
 
