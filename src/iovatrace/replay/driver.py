@@ -44,6 +44,10 @@ __all__ = ["ReplayDriver", "ReplayResult", "Extension", "TAINT_PREDICTIONS", "FL
 
 #: Predictions reported uncertain after a gap in a domain: two magazine turnovers of every CPU of one bin.
 TAINT_PREDICTIONS = 2 * 128 * 2
+#: Taint the candidate domains of a lost allocation that cannot be attributed.
+TAINT_AMBIGUOUS_MAPS = False
+#: Check the device-announced domain of an unmap against the model (see _on_iommu_unmap).
+VERIFY_UNMAP_OWNER = False
 #: An rcache flush storm: this many flush-and-retry events within one second in one domain.
 FLUSH_STORM = (10, 1_000_000_000)
 _SOURCES = {HIT_LOADED: "loaded", HIT_PREV: "prev", HIT_DEPOT: "depot", FROM_TREE: "tree", FROM_FLUSH: "flush",
@@ -976,7 +980,7 @@ class ReplayDriver:
         if len(cands) != 1:
             if cands:
                 self._gap(ts, f"iommu:map of pfn {pfn:#x} without its alloc_iova_fast; {len(cands)} domains "
-                              "could own it (not reconstructed)")
+                              "could own it (not reconstructed)", cands if TAINT_AMBIGUOUS_MAPS else ())
             return
         st = cands[0]
         dom = st.dom
@@ -1010,9 +1014,10 @@ class ReplayDriver:
         owner = um.next_owner.get(ev.cpu)
         # The announced device can be wrong (an interrupt's unmap nested in the task's): the unmapped pfn must
         # be a live allocation of its domain; otherwise take the one domain where it is.
-        if owner is None or pfn not in owner.dom._hi or pfn in owner.dom.cached_pfns:
+        if VERIFY_UNMAP_OWNER and (owner is None or pfn not in owner.dom._hi or pfn in owner.dom.cached_pfns):
             cands = [d for d in self.domains.values() if pfn in d.dom._hi and pfn not in d.dom.cached_pfns]
-            owner = cands[0] if len(cands) == 1 else None
+            if len(cands) == 1:
+                owner = cands[0]
         um.unmap(ev.cpu, pfn, (size + 4095) >> 12, ev.ts_ns, owner)
 
     def _on_dma_unmap_page(self, ev: Event, k: tuple[str, ...]) -> None:
@@ -1031,14 +1036,15 @@ class ReplayDriver:
         dom = st.dom
         if st.destroyed_ns is not None or pfn not in dom._hi or pfn in dom.cached_pfns:
             return
-        rsize = (1 << (pages - 1).bit_length() if pages > 1 else 1) if pages < 32 else pages
-        if dom._hi[pfn] - pfn + 1 != rsize:
-            return  # the unmap does not match this allocation: not its free
+        node_pages = dom._hi[pfn] - pfn + 1
+        if pages > node_pages:
+            return  # an unmap larger than the allocation is not its free
         if cpu >= dom.ncpus:
             dom.ensure_cpu(cpu)
         dom.now = ts
         self._touch(st)
-        if not dom.iova_rcache_insert(cpu, pfn, pages):
+        # The bin follows the allocation's (rounded) size, as the caller's page count would.
+        if not dom.iova_rcache_insert(cpu, pfn, node_pages):
             dom.free_iova(pfn)
         if st.ops:
             self._drain(st, ts, cpu)
