@@ -26,6 +26,7 @@ H6's models (dma-iommu cookies, devices, VT-d QI) plug in through :attr:`ReplayD
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -1147,12 +1148,12 @@ class ReplayDriver:
         for st in self.all_domains:
             if not st.observed:
                 continue
-            n = max(len(st.fp_model), len(st.fp_trace))
             chk = fid.checks["free_pfns_size"]
-            for i in range(n):
-                a = st.fp_model[i] if i < len(st.fp_model) else None
-                b = st.fp_trace[i] if i < len(st.fp_trace) else None
-                chk.record(a == b, iovad=st.name, index=i, model=a, trace=b)
+            sm = difflib.SequenceMatcher(None, st.fp_model, st.fp_trace, autojunk=False)
+            for tag, i1, i2, j1, j2 in sm.get_opcodes():
+                for n in range(max(i2 - i1, j2 - j1)):
+                    chk.record(tag == "equal", iovad=st.name, model=st.fp_model[i1 + n] if i1 + n < i2 else None,
+                               trace=st.fp_trace[j1 + n] if j1 + n < j2 else None)
             if self.has_kmem:
                 self._compare_magazines(st)
         self._seed_a()
@@ -1166,22 +1167,25 @@ class ReplayDriver:
         return res
 
     def _compare_magazines(self, st: DomainState) -> None:
+        """Model vs traced magazine allocations/frees, aligned (one divergence must not shift all the rest)."""
         chk = self.fid.checks["magazines"]
         model, trace = st.kmem_model, st.kmem_trace
-        for i in range(max(len(model), len(trace))):
-            m = model[i] if i < len(model) else None
-            t = trace[i] if i < len(trace) else None
-            if m is None or t is None or m[0] != t[0]:
-                chk.record(False, iovad=st.name, index=i, model=m[0] if m else None, trace=t[0] if t else None)
+        sm = difflib.SequenceMatcher(None, [m[0] for m in model], [t[0] for t in trace], autojunk=False)
+        for tag, i1, i2, j1, j2 in sm.get_opcodes():
+            if tag != "equal":
+                for n in range(max(i2 - i1, j2 - j1)):
+                    chk.record(False, iovad=st.name, model_index=i1 + n if i1 + n < i2 else None,
+                               trace_index=j1 + n if j1 + n < j2 else None)
                 continue
-            mag = m[1]
-            if t[0] == "A":
-                mag.addr = t[1]  # type: ignore[attr-defined]
-                chk.record(True)
-            else:
-                addr = mag.addr  # type: ignore[attr-defined]
-                chk.record(addr is None or addr == t[1], iovad=st.name, index=i, op="free",
-                           model_addr=addr, trace_addr=t[1])
+            for m, t in zip(model[i1:i2], trace[j1:j2]):
+                mag = m[1]
+                if t[0] == "A":
+                    mag.addr = t[1]  # type: ignore[attr-defined]
+                    chk.record(True)
+                else:
+                    addr = mag.addr  # type: ignore[attr-defined]
+                    chk.record(addr is None or addr == t[1], iovad=st.name, op="free", model_addr=addr,
+                               trace_addr=t[1])
 
     def iter_live_domains(self) -> Iterator[DomainState]:
         """Domains not destroyed yet."""
