@@ -263,3 +263,38 @@ def test_not_a_trace(tmp_path):
     p.write_bytes(b"")
     with pytest.raises(TraceFormatError):
         open_trace(p)
+
+
+def test_open_trace_dispatches_text(shared_data):
+    """open_trace sniffs: a trace-cmd report text goes to the text reader (when installed), not to TraceDat."""
+    pytest.importorskip("iovatrace.parsers.text")
+    tr = open_trace(shared_data / "traces-public" / "trappy_doc_trace.txt")
+    assert not isinstance(tr, TraceDat)
+    assert sum(tr.event_counts().values()) > 0
+
+
+def test_render_bprint_packing():
+    """vbin_printf packing: ints at their size (aligned up to 4), 8-byte values and pointers aligned to 4,
+    strings inline with their NUL."""
+    from iovatrace.parsers.bprint import render_bprint
+
+    buf = (struct.pack("<i", -5) + b"ab\0" + b"\0" + struct.pack("<Q", 0x1234) + struct.pack("<Q", 0xFFFF0010)
+           + b"z\0\0\0" + struct.pack("<I", 7))
+    sym = lambda a, off: "func+0x10/0x20" if off else "func"
+    out = render_bprint("v=%d s=%s q=%llx p=%pS c=%c u=%5u", buf, 8, True, sym)
+    assert out == "v=-5 s=ab q=1234 p=func+0x10/0x20 c=z u=    7"
+    with pytest.raises(ValueError):
+        render_bprint("%d %d", struct.pack("<i", 1), 8, True, sym)
+
+
+def test_kallsyms_and_printk_parsing():
+    from iovatrace.parsers.kallsyms import Kallsyms, parse_printk_formats
+
+    ks = Kallsyms.parse(b"ffffffff81000000 T _stext\nffffffff81000100 t foo [mod]\nbad line\nzz T x\n")
+    assert len(ks) == 2 and ks.modules == ["", "mod"]
+    assert ks.symbolize(0xFFFFFFFF81000010) == "_stext"
+    assert ks.symbolize(0xFFFFFFFF81000010, True) == "_stext+0x10"
+    assert ks.lookup(0xFFFFFFFF81000010) == ("_stext", 0x10, 0x100)
+    assert ks.symbolize(0x10) == "0x10"
+    pf = parse_printk_formats(b'0xffffffff82000000 : "hello %d\\n"\nnonsense\n')
+    assert pf == {0xFFFFFFFF82000000: "hello %d\n"}

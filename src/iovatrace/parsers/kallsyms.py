@@ -64,12 +64,13 @@ class Kallsyms:
         return self.names[i], addr - self.addrs[i], size
 
     def symbolize(self, addr: int, offset: bool = False) -> str:
-        """``name`` (or ``name+0xoff/0xsize`` with ``offset``), or ``0x<addr>`` when unknown."""
+        """``name`` (``%ps``), or ``name+0xoff`` with ``offset`` (``%pS`` as libtraceevent prints it), or
+        ``0x<addr>`` when no symbol contains ``addr``."""
         hit = self.lookup(addr)
         if hit is None:
             return f"0x{addr:x}"
-        name, off, size = hit
-        return f"{name}+0x{off:x}/0x{size:x}" if offset else name
+        name, off, _size = hit
+        return f"{name}+0x{off:x}" if offset else name
 
 
 def _unescape(s: str) -> str:

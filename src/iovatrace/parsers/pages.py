@@ -42,7 +42,8 @@ class PageBlock:
         page_size: sub-buffer size.
         src_offsets: file offset of each page (compressed data: of the chunk holding it), int64.
         valid: bytes of each page present in the file (``page_size`` unless the file was cut inside it), int64.
-        first_page: index of the first page in its CPU stream.
+        first_page: index of the first page in its CPU stream (pages of lost chunks count too).
+        compressed: the pages came from compressed chunks (``src_offsets`` are chunk offsets).
     """
 
     data: np.ndarray
@@ -51,6 +52,7 @@ class PageBlock:
     src_offsets: np.ndarray
     valid: np.ndarray
     first_page: int
+    compressed: bool = False
 
 
 def _alloc(npages: int, ps: int) -> np.ndarray:
@@ -120,10 +122,11 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
     pos = cd.offset + 4
     pending: list[tuple[bytes, int]] = []
     pending_pages = 0
-    first_page = 0
+    first_page = 0  # stream index of the first pending page
+    next_page = 0  # stream index of the next page to come (lost chunks advance it too)
 
     def flush() -> PageBlock:
-        nonlocal pending, pending_pages, first_page
+        nonlocal pending, pending_pages
         n = pending_pages
         buf = _alloc(n, ps)
         offs = np.empty(n, dtype=np.int64)
@@ -136,8 +139,7 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
             if len(data) % ps:
                 valid[at + k - 1] = len(data) % ps
             at += k
-        blk = PageBlock(buf, n, ps, offs, valid, first_page)
-        first_page += n
+        blk = PageBlock(buf, n, ps, offs, valid, first_page, True)
         pending, pending_pages = [], 0
         return blk
 
@@ -171,11 +173,16 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
             sink({"offset": pos, "reason": f"CPU {cd.cpu} chunk {i}: {exc.message}", "cpu": cd.cpu,
                   "buffer": buffer, "pages_lost": lost, "chunks_lost": 1, "expected": "a valid compressed chunk"})
             data = b""
-            # the pages of a lost chunk still take stream positions: keep page numbering honest
-            first_page += lost if not pending else 0
+            if pending:  # keep page numbers honest: a block never spans a lost chunk
+                yield flush()
+            next_page += lost
         if data:
+            if not pending:
+                first_page = next_page
             pending.append((data, pos))
-            pending_pages += -(-len(data) // ps)
+            k = -(-len(data) // ps)
+            pending_pages += k
+            next_page += k
             if pending_pages >= block_pages:
                 yield flush()
         pos += 8 + csize

@@ -23,6 +23,7 @@ import fnmatch
 import mmap
 import os
 import re
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -111,11 +112,10 @@ class RecordBlock:
 
     def record_offsets(self) -> np.ndarray:
         """File offset of each record's payload (compressed data: of its chunk)."""
-        ps = self.block.page_size
         pages = self.walk.pages
-        inpage = self.walk.starts - pages * ps
-        plain = np.all(np.diff(self.block.src_offsets) == ps) if self.block.npages > 1 else True
-        return self.block.src_offsets[pages] + (inpage if plain else 0)
+        if self.block.compressed:
+            return self.block.src_offsets[pages]
+        return self.block.src_offsets[pages] + (self.walk.starts - pages * self.block.page_size)
 
 
 class TraceDat:
@@ -150,7 +150,7 @@ class TraceDat:
         except TraceFormatError:
             self.close()
             raise
-        except (ValueError, OverflowError, struct_error) as exc:  # defensive: never leak a bare error
+        except (ValueError, OverflowError, struct.error) as exc:  # defensive: never leak a bare error
             self.close()
             raise TraceFormatError(f"Cannot read trace.dat metadata: {exc}", path=self.path) from None
         #: What could not be read: dicts with offset, reason, expected and pages/bytes/records lost.
@@ -164,7 +164,7 @@ class TraceDat:
         self._schemas: dict[int, Any] = {}
         self._common: tuple[int, int, int, int, int] | None = None
         self._progress = 0
-        self._comm_table: tuple[np.ndarray, Any] | None = None
+        self._comm_table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -442,26 +442,36 @@ class TraceDat:
         return ts
 
     def _comm_index(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For each pid: index into :meth:`_comm_values` and whether the pid is known (one searchsorted)."""
+        """For each pid: index into the cmdlines table and whether the pid is known (one searchsorted)."""
         if self._comm_table is None:
-            import pyarrow as pa
-
             cm = dict(self.cmdlines)
             cm.setdefault(0, "<idle>")
             keys = np.array(sorted(cm), dtype=np.int64)
-            self._comm_table = (keys, pa.array([cm[int(k)] for k in keys], pa.string()))
+            enc = [cm[int(k)].encode("utf-8", "replace") for k in keys]
+            lens = np.array([len(x) for x in enc], dtype=np.int64)
+            starts = np.zeros(lens.size + 1, dtype=np.int64)
+            np.cumsum(lens, out=starts[1:])
+            self._comm_table = (keys, np.frombuffer(b"".join(enc) + b"\0", dtype=np.uint8), starts, lens)
         keys = self._comm_table[0]
         p = pid.astype(np.int64)
-        k = np.minimum(np.searchsorted(keys, p), max(keys.size - 1, 0)).astype(np.int32)
+        k = np.minimum(np.searchsorted(keys, p), max(keys.size - 1, 0))
         return k, keys[k] == p
 
     def _comm(self, k: np.ndarray, found: np.ndarray) -> Any:
-        """The comm column: a take from the cmdlines' string array (nulls where the pid is unknown)."""
+        """The comm column as an Arrow string array built from numpy offsets (nulls where the pid is unknown).
+
+        Built by hand rather than with ``Array.take`` so that converting never imports ``pyarrow.compute``.
+        """
         import pyarrow as pa
 
-        values = self._comm_table[1]  # type: ignore[index]
-        idx = pa.array(k, mask=~found) if not found.all() else pa.array(k)
-        return values.take(idx)
+        _, blob, starts, lens = self._comm_table  # type: ignore[misc]
+        rl = np.where(found, lens[k], 0)
+        offs = np.zeros(k.size + 1, dtype=np.int64)
+        np.cumsum(rl, out=offs[1:])
+        idx = np.arange(int(offs[-1]), dtype=np.int64) + np.repeat(starts[k] - offs[:-1], rl)
+        validity = None if found.all() else pa.py_buffer(np.packbits(found, bitorder="little"))
+        return pa.StringArray.from_buffers(k.size, pa.py_buffer(offs.astype(np.int32)), pa.py_buffer(blob[idx]),
+                                           validity)
 
     def iter_batches(self, events: Iterable[str] | None = None,
                      buffers: Iterable[str] | None = None) -> Iterator[tuple[str, Any]]:
@@ -552,7 +562,6 @@ class TraceDat:
         return out
 
 
-struct_error = __import__("struct").error
 _END = object()
 
 

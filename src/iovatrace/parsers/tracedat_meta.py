@@ -196,8 +196,12 @@ def decompress(alg: str, data: bytes, usize: int, cur: Cursor) -> bytes:
     Raises:
         TraceFormatError: on a size over :data:`MAX_DECOMPRESSED`, corrupt data, or a size mismatch.
     """
-    if usize > MAX_DECOMPRESSED:
-        raise cur.error(f"Compressed block claims {usize} uncompressed bytes; expected at most {MAX_DECOMPRESSED}")
+    # zstd/zlib output buffers are allocated up front: bound them by the stored size AND by what the
+    # compressed bytes could plausibly expand to, so a forged size cannot make us allocate hundreds of MB.
+    limit = min(MAX_DECOMPRESSED, max(len(data) * 4096, 1 << 22))
+    if usize > limit:
+        raise cur.error(f"Compressed block of {len(data)} bytes claims {usize} uncompressed bytes; "
+                        f"expected at most {limit}")
     try:
         if alg == "zstd":
             import zstandard
