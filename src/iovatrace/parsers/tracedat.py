@@ -300,11 +300,8 @@ class TraceDat:
         L = self.meta.kernel_long_size
         hdr = self.meta.header_data_offset
         t_off, t_size, fl_off, pc_off, pid_off = self._common_offsets()
-        # the usual common header (type u16 @0, flags @2, preempt @3, pid @4): one 8-byte row gather per block
         bo = ">" if big else "<"
-        cdt = np.dtype({"names": ["type", "flags", "preempt", "pid"],
-                        "formats": [bo + "u2", "u1", "u1", bo + "i4"], "offsets": [0, 2, 3, 4], "itemsize": 8}) \
-            if (t_off, t_size, fl_off, pc_off, pid_off) == (0, 2, 2, 3, 4) else None
+        std = (t_off, t_size) == (0, 2)
         counts: dict[int, int] = {}
         lost: list[tuple[int, int, int, str, int, str]] = []
 
@@ -316,13 +313,10 @@ class TraceDat:
                                                              block_pages=self.block_pages, sink=sink,
                                                              strict=self.strict)):
                         wr = walk_pages(blk.data, blk.npages, blk.page_size, L, big, blk.valid, hdr)
-                        if cdt is not None:
-                            rows8 = np.lib.stride_tricks.as_strided(blk.data, shape=(blk.data.size - 7, 8),
-                                                                    strides=(1, 1))
-                            com = rows8[wr.starts].view(cdt)[:, 0]
-                            ids = com["type"].astype(np.uint16)
+                        com = None
+                        if std:  # common_type is the u16 at the (4-aligned) payload start: one 2-byte gather
+                            ids = blk.data.view(bo + "u2")[wr.starts >> 1].astype(np.uint16)
                         else:
-                            com = None
                             ids = read_u(blk.data, wr.starts + t_off, t_size, big)
                         yield b, cd, k, blk, wr, ids, com
 
@@ -498,8 +492,6 @@ class TraceDat:
             if rb.ids.size == 0:
                 continue
             data = rb.block.data
-            if rb.common is not None:
-                ck, cfound = self._comm_index(rb.common["pid"])
             order = np.argsort(rb.ids, kind="stable")
             sids = rb.ids[order]
             cuts = np.flatnonzero(np.diff(sids)) + 1
@@ -519,7 +511,7 @@ class TraceDat:
                 payload = build_columns(fmt, data, starts, lengths, big, L, schema, (fl_off, pc_off, pid_off))
                 flags, preempt, pid = payload[-3:]
                 del payload[-3:]
-                gk, gfound = (ck[grp], cfound[grp]) if rb.common is not None else self._comm_index(pid)
+                gk, gfound = self._comm_index(pid)
                 key = fmt.key if not rb.buffer else f"{rb.buffer}/{fmt.key}"
                 cols = [
                     pa.array(self._ts_ns(rb.walk.ts[grp]), pa.uint64()),
