@@ -108,7 +108,6 @@ class RecordBlock:
     walk: WalkResult
     ids: np.ndarray
     seq0: int
-    common: np.ndarray | None = None
 
     def record_offsets(self) -> np.ndarray:
         """File offset of each record's payload (compressed data: of its chunk)."""
@@ -305,23 +304,22 @@ class TraceDat:
         counts: dict[int, int] = {}
         lost: list[tuple[int, int, int, str, int, str]] = []
 
-        def decoded() -> Iterator[tuple[BufferInfo, CpuData, int, PageBlock, WalkResult, np.ndarray, Any]]:
-            # the heavy part (read, decompress, walk, common-field gather): runs one block ahead in a thread
+        def decoded() -> Iterator[tuple[BufferInfo, CpuData, int, PageBlock, WalkResult, np.ndarray]]:
+            # the heavy part (read, decompress, walk, event ids): runs one block ahead in a thread
             for b in self._selected_buffers(buffers):
                 for cd in b.cpus:
                     for k, blk in enumerate(iter_page_blocks(self._fd, self._size, self.meta, b, cd,
                                                              block_pages=self.block_pages, sink=sink,
                                                              strict=self.strict)):
                         wr = walk_pages(blk.data, blk.npages, blk.page_size, L, big, blk.valid, hdr)
-                        com = None
                         if std:  # common_type is the u16 at the (4-aligned) payload start: one 2-byte gather
                             ids = blk.data.view(bo + "u2")[wr.starts >> 1].astype(np.uint16)
                         else:
                             ids = read_u(blk.data, wr.starts + t_off, t_size, big)
-                        yield b, cd, k, blk, wr, ids, com
+                        yield b, cd, k, blk, wr, ids
 
         seq = 0
-        for b, cd, k, blk, wr, ids, com in _prefetch(decoded()) if self.threads else decoded():
+        for b, cd, k, blk, wr, ids in _prefetch(decoded()) if self.threads else decoded():
             if k == 0:
                 seq = 0
             for p, cnt in wr.missed:
@@ -341,7 +339,7 @@ class TraceDat:
                 for i, k in zip(u.tolist(), c.tolist()):
                     counts[(b.name, i)] = counts.get((b.name, i), 0) + k  # type: ignore[index]
             self._progress = max(self._progress, int(blk.src_offsets[-1]) + blk.page_size)
-            yield RecordBlock(b.name, cd.cpu, blk, wr, ids, seq, com)
+            yield RecordBlock(b.name, cd.cpu, blk, wr, ids, seq)
             seq += wr.starts.size
         if first and buffers is None:
             self._finish_summary(counts, lost)
