@@ -298,3 +298,20 @@ def test_kallsyms_and_printk_parsing():
     assert ks.symbolize(0x10) == "0x10"
     pf = parse_printk_formats(b'0xffffffff82000000 : "hello %d\\n"\nnonsense\n')
     assert pf == {0xFFFFFFFF82000000: "hello %d\n"}
+
+
+def test_format_size0_field_without_brackets_is_a_tail():
+    """Old kernels declare bprint's buffer as ``field:u32 buf; size:0`` (lisa_example_rtapp.dat): a flexible tail,
+    not a 0-byte array."""
+    from iovatrace.parsers.formats import parse_format
+
+    text = ("name: bprint\nID: 6\nformat:\n"
+            "\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+            "\tfield:unsigned long ip;\toffset:8;\tsize:8;\tsigned:0;\n"
+            "\tfield:const char * fmt;\toffset:16;\tsize:8;\tsigned:0;\n"
+            "\tfield:u32 buf;\toffset:24;\tsize:0;\tsigned:0;\n\n"
+            'print fmt: "%ps: %s", (void *)REC->ip, REC->fmt\n')
+    f = parse_format(text, "ftrace")
+    buf = f.field("buf")
+    assert buf is not None and buf.kind == "tail" and buf.elem_size == 4 and not buf.is_string
+    assert f.field("fmt").is_pointer and f.field("fmt").kind == "scalar"
