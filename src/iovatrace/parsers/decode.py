@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .formats import EventFormat, Field
+from .formats import EventFormat
 
 __all__ = ["WalkResult", "walk_pages", "read_u", "build_columns"]
 
