@@ -113,9 +113,16 @@ def replay_trace(trace: str, *, kernel: str | None = None, bug_modes: tuple[str,
         misses = read_kprobe_profile(prof_path)
     ncpus = int(getattr(meta, "cpus", 0) or 1)
     exts = _extensions(profile, bug_modes, ncpus, available) if extensions else []
+    losses: list[tuple[int, int, int]] = []
+    try:
+        lt = tr.lost_events()
+        losses = list(zip(lt.column("ts_ns").to_pylist(), lt.column("cpu").to_pylist(),
+                          lt.column("count").to_pylist()))
+    except (AttributeError, KeyError):
+        pass
     drv = ReplayDriver(profile, ncpus, event_map=emap, bug_modes=bug_modes, available=available,
                        probe_misses=misses, check_every=check_every, at_ns=at_ns, timeline_ns=timeline_ns,
-                       extensions=exts)
+                       extensions=exts, lost_events=losses)
     wanted = sorted(drv.wanted_events() & available)
     tables = tr.read_tables(wanted)
     tables = _prefilter(tables)

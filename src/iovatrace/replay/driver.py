@@ -45,6 +45,8 @@ __all__ = ["ReplayDriver", "ReplayResult", "Extension", "TAINT_PREDICTIONS", "FL
 
 #: Predictions reported uncertain after a gap in a domain: two magazine turnovers of every CPU of one bin.
 TAINT_PREDICTIONS = 2 * 128 * 2
+#: Consecutive matching predictions that end a taint early (0: never).
+RESYNC_RUN = 0
 #: Taint the candidate domains of a lost allocation that cannot be attributed.
 TAINT_AMBIGUOUS_MAPS = False
 #: Check the device-announced domain of an unmap against the model (see _on_iommu_unmap).
@@ -126,13 +128,16 @@ class ReplayDriver:
         at_ns: take a state snapshot at this trace time.
         timeline_ns: sample per-domain state at most this often (0: no timeline).
         extensions: extra models stepped with the same events.
+        lost_events: ``(ts_ns, cpu, count)`` where the ring buffer lost events (count -1: unknown); every live
+            domain's later predictions and findings become uncertain from there.
     """
 
     def __init__(self, profile: KernelProfile, ncpus: int = 1, *, event_map: EventMap | None = None,
                  bug_modes: Iterable[str] = (), available: Iterable[str] | None = None,
                  probe_misses: Mapping[str, tuple[int, int]] | None = None, check_every: int = 0,
                  at_ns: int | None = None, timeline_ns: int = 0,
-                 extensions: Iterable[Extension] = ()) -> None:
+                 extensions: Iterable[Extension] = (),
+                 lost_events: Iterable[tuple[int, int, int]] = ()) -> None:
         self.profile = profile
         self.ncpus = max(1, ncpus)
         self.map = event_map or EventMap()
@@ -176,7 +181,10 @@ class ReplayDriver:
         self._dma_alloc: list[tuple[Any, Any, int] | None] = [None] * cpus
         self.unmaps = UnmapTracker()
         self.fq_counts: dict[str, int] = {}
+        self._losses = sorted(lost_events, reverse=True)  # popped from the end, earliest first
         self._next_deadline = at_ns if at_ns is not None else 1 << 64
+        if self._losses:
+            self._next_deadline = min(self._next_deadline, self._losses[-1][0])
         self._n = 0
         self._dispatch: dict[str, tuple[Callable[[Event, tuple[str, ...]], None], tuple[str, ...]]] = {}
         for op, spec in self.map.by_op.items():
@@ -274,7 +282,12 @@ class ReplayDriver:
     def _deadline(self, ts: int) -> None:
         if self.at_ns is not None and ts >= self.at_ns and self.result.snapshot is None:
             self.result.snapshot = self.snapshot(self.at_ns)
-        nxt = 1 << 64
+        losses = self._losses
+        while losses and losses[-1][0] <= ts:
+            lts, lcpu, count = losses.pop()
+            what = "an unknown number of" if count < 0 else str(count)
+            self._gap(lts, f"ring buffer lost {what} events on cpu{lcpu}", list(self.domains.values()))
+        nxt = losses[-1][0] if losses else 1 << 64
         if not self.has_depot_work and self.profile.list_depot:
             # The trace does not probe iova_depot_work_func: run the work at its deadline ourselves.
             for st in list(self.domains.values()):
@@ -585,6 +598,11 @@ class ReplayDriver:
             if st.taint_left > 0 or recon:
                 if st.taint_left > 0:
                     st.taint_left -= 1
+                    # Evidence of re-synchronisation: a run of matches ends the taint early.
+                    st.resync_run = st.resync_run + 1 if matched else 0
+                    if RESYNC_RUN and st.resync_run >= RESYNC_RUN:
+                        st.taint_left = 0
+                        st.resync_run = 0
                 fid.uncertain += 1
                 st.pred_uncertain += 1
                 if matched:

@@ -48,7 +48,7 @@ class DomainState:
         "free_iova_calls", "failures", "fail32", "hits", "misses", "prior_frees", "rcache_flushes", "max_depot",
         "devices", "kmem_model", "kmem_trace", "fp_model", "fp_trace", "pred_exact", "pred_mismatch",
         "pred_uncertain", "learned", "learned_match", "depot_pops_with_successors", "alive_at_put", "ops",
-        "lazy", "flush_times", "findings_gap", "recon", "lost_frees", "suspect_frees",
+        "lazy", "flush_times", "findings_gap", "recon", "lost_frees", "suspect_frees", "resync_run",
     )
 
     def __init__(self, dom: RcacheDomain, iovad: int, observed: bool, created_ns: int | None) -> None:
@@ -88,6 +88,7 @@ class DomainState:
         self.findings_gap: str | None = None
         self.recon: set[int] = set()  # pfns whose lost free the replay reconstructed (predictions on them: uncertain)
         self.lost_frees = 0
+        self.resync_run = 0
         self.suspect_frees = 0  # frees of unexpected pfns explained by gaps (not reported as findings)
 
     @property
