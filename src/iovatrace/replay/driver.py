@@ -214,9 +214,11 @@ class ReplayDriver:
         """
         dispatch = self._dispatch
         exts = self.extensions
+        check = self.check_every
         n = 0
         first = None
         ts = 0
+        ncpu = len(self._pending)
         for ev in events:
             n += 1
             ts = ev.ts_ns
@@ -226,13 +228,13 @@ class ReplayDriver:
                 self._deadline(ts)
             h = dispatch.get(ev.name)
             if h is not None:
-                cpu = ev.cpu
-                if cpu >= len(self._pending):
-                    self._grow(cpu)
+                if ev.cpu >= ncpu:
+                    self._grow(ev.cpu)
+                    ncpu = len(self._pending)
                 h[0](ev, h[1])
-                if self.check_every:
+                if check:
                     self._n += 1
-                    if self._n % self.check_every == 0:
+                    if self._n % check == 0:
                         self.validate()
             if exts:
                 for ext in exts:

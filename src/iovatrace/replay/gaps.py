@@ -105,11 +105,13 @@ class UnmapTracker:
         self.strict_evidence: dict[Any, int] = {}
         self.lazy: set[Any] = set()
         self.last_unmap: dict[int, _Entry] = {}  # cpu -> most recent entry opened on it
+        self.owner_rings: dict[Any, list[_Ring]] = {}  # owner -> its rings (realloc's fast path)
 
     def _ring(self, owner: Any, cpu: int) -> _Ring:
         r = self.rings.get((owner, cpu))
         if r is None:
             r = self.rings[(owner, cpu)] = _Ring()
+            self.owner_rings.setdefault(owner, []).append(r)
         return r
 
     def announce(self, cpu: int, dev: Any) -> None:
@@ -200,8 +202,8 @@ class UnmapTracker:
             How many open entries were closed (each one a free the trace lost before this allocation).
         """
         n = 0
-        for key, r in self.rings.items():
-            if key[0] is owner or key[0] is None:
+        for rings in (self.owner_rings.get(owner, ()), self.owner_rings.get(None, ())):
+            for r in rings:
                 e = r.index.get(pfn)
                 if e is not None and e.open:
                     e.open = False
@@ -228,6 +230,7 @@ class UnmapTracker:
         """Drop owner's rings (domain destroyed: queued entries die with it)."""
         for key in [k for k in self.rings if k[0] is owner]:
             del self.rings[key]
+        self.owner_rings.pop(owner, None)
         self.lazy.discard(owner)
         self.strict_evidence.pop(owner, None)
         for dev in [d for d, o in self.dev_owner.items() if o is owner]:
