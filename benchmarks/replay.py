@@ -29,10 +29,10 @@ def _traces(args: list[str]) -> list[Path]:
 
 def bench(path: Path, extensions: bool) -> tuple[int, float, float, str]:
     from iovatrace.parsers import open_trace
-    from iovatrace.replay.commands import _extensions, _prefilter
+    from iovatrace.replay.commands import _extensions
     from iovatrace.replay.driver import ReplayDriver
     from iovatrace.replay.profiles import detect_profile
-    from iovatrace.schema import iter_events
+    from iovatrace.schema import iter_events, prefilter_replay_tables
 
     tr = open_trace(path)
     available = {k for k, n in tr.event_counts().items() if n}
@@ -41,7 +41,7 @@ def bench(path: Path, extensions: bool) -> tuple[int, float, float, str]:
     exts = _extensions(profile, (), ncpus, available) if extensions else []
     drv = ReplayDriver(profile, ncpus, available=available, extensions=exts)
     t0 = time.perf_counter()
-    tables = _prefilter(tr.read_tables(sorted(drv.wanted_events() & available)))
+    tables = prefilter_replay_tables(tr.read_tables(sorted(drv.wanted_events() & available)))
     events = list(iter_events(tables))
     t1 = time.perf_counter()
     res = drv.run(events)

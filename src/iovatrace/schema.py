@@ -513,3 +513,30 @@ def write_replay_tables(result: Any, out_dir: str) -> list[str]:
         pq.write_table(table, path)
         out.append(path)
     return out
+
+
+def prefilter_replay_tables(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Drop rows the IOVA replay ignores before any per-event Python: kmem_cache_free of caches other than
+    ``iommu_iova_magazine`` (the 6.12 lab filters allocations by size, frees only by call site).
+
+    Args:
+        tables: event tables by ``"system:name"``.
+
+    Returns:
+        The same dict, filtered in place.
+    """
+    import pyarrow.compute as pc
+
+    key = "kmem:kmem_cache_free"
+    t = tables.get(key)
+    if t is not None and "name" in t.column_names:
+        tables[key] = t.filter(pc.equal(t.column("name"), "iommu_iova_magazine"))
+    return tables
+
+
+def lost_event_tuples(table: pa.Table | None) -> list[tuple[int, int, int]]:
+    """A :data:`LOST_EVENTS` table as ``(ts_ns, cpu, count)`` tuples for the replay (count -1: unknown)."""
+    if table is None or table.num_rows == 0:
+        return []
+    return list(zip(table.column("ts_ns").to_pylist(), table.column("cpu").to_pylist(),
+                    table.column("count").to_pylist()))

@@ -122,3 +122,15 @@ def test_bad_mapping_lines(text: str, msg: str) -> None:
     with pytest.raises(InputError, match=msg) as ei:
         parse_mapping(text, source="m.txt")
     assert "m.txt:1" in str(ei.value)
+
+
+def test_replay_package_is_sans_io() -> None:
+    """The model, driver and command modules import neither pyarrow, click nor pathlib (ARCHITECTURE.md)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, iovatrace.replay.driver, iovatrace.replay.commands, iovatrace.replay.summary, "
+            "iovatrace.replay.validate; bad = {'pyarrow', 'click', 'pathlib'} & set(sys.modules); "
+            "print(sorted(bad)); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

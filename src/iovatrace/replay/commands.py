@@ -1,7 +1,8 @@
 """The ``replay`` command: open a trace, choose the profile, run the driver, render the summary.
 
-This is the one module of ``replay/`` that does IO: it reads the trace through :func:`iovatrace.parsers.open_trace`
-(filtering to the events the replay uses *in Arrow*, before any per-event Python), the recorder's
+This is the one module of ``replay/`` that does IO (it imports neither pyarrow nor click: Arrow work goes through
+:mod:`iovatrace.schema`): it reads the trace through :func:`iovatrace.parsers.open_trace` (filtering to the events
+the replay uses *in Arrow*, before any per-event Python), the recorder's
 ``kprobe_profile.txt`` next to the trace when present (kprobe hits and misses), and an optional probe mapping
 file; it then hands ``Iterable[Event]`` to the sans-IO :class:`~.driver.ReplayDriver` and renders its
 :class:`~.driver.ReplayResult` as text or JSON, and as Parquet tables (through :mod:`iovatrace.schema`).
@@ -86,7 +87,7 @@ def replay_trace(trace: str, *, kernel: str | None = None, bug_modes: tuple[str,
         TraceFormatError: unreadable trace. InputError: bad mapping or kprobe_profile.
     """
     from ..parsers import open_trace
-    from ..schema import iter_events
+    from ..schema import iter_events, lost_event_tuples, prefilter_replay_tables
 
     tr = open_trace(trace)
     meta = tr.meta
@@ -113,19 +114,13 @@ def replay_trace(trace: str, *, kernel: str | None = None, bug_modes: tuple[str,
         misses = read_kprobe_profile(prof_path)
     ncpus = int(getattr(meta, "cpus", 0) or 1)
     exts = _extensions(profile, bug_modes, ncpus, available) if extensions else []
-    losses: list[tuple[int, int, int]] = []
-    try:
-        lt = tr.lost_events()
-        losses = list(zip(lt.column("ts_ns").to_pylist(), lt.column("cpu").to_pylist(),
-                          lt.column("count").to_pylist()))
-    except (AttributeError, KeyError):
-        pass
+    lost = getattr(tr, "lost_events", None)
+    losses = lost_event_tuples(lost()) if lost is not None else []
     drv = ReplayDriver(profile, ncpus, event_map=emap, bug_modes=bug_modes, available=available,
                        probe_misses=misses, check_every=check_every, at_ns=at_ns, timeline_ns=timeline_ns,
                        extensions=exts, lost_events=losses)
     wanted = sorted(drv.wanted_events() & available)
-    tables = tr.read_tables(wanted)
-    tables = _prefilter(tables)
+    tables = prefilter_replay_tables(tr.read_tables(wanted))
     total = sum(t.num_rows for t in tables.values())
     events = iter_events(tables)
     bar = None
@@ -150,17 +145,6 @@ def replay_trace(trace: str, *, kernel: str | None = None, bug_modes: tuple[str,
     res.extras["trace"] = os.path.basename(trace)
     res.extras["kernel_release"] = getattr(meta, "kernel_release", None)
     return res
-
-
-def _prefilter(tables: dict[str, Any]) -> dict[str, Any]:
-    """Drop rows the replay ignores, in Arrow (kmem frees of other caches)."""
-    import pyarrow.compute as pc
-
-    key = "kmem:kmem_cache_free"
-    t = tables.get(key)
-    if t is not None and "name" in t.column_names:
-        tables[key] = t.filter(pc.equal(t.column("name"), "iommu_iova_magazine"))
-    return tables
 
 
 def _extensions(profile: Any, bug_modes: Any, ncpus: int, available: set[str]) -> list[Any]:
@@ -197,8 +181,6 @@ def run_replay(trace: str, kernel: str | None = None, at: str | None = None, bug
     Raises:
         IovatraceError: unreadable input or bad options (the CLI prints one line).
     """
-    import click
-
     modes = tuple(m.strip().lower() for m in bug_modes)
     for m in modes:
         if m not in {"a", "b", "c", "d", "e"}:
@@ -225,10 +207,10 @@ def run_replay(trace: str, kernel: str | None = None, at: str | None = None, bug
     if as_json:
         d = result_to_dict(res)
         d["notes"] = notes
-        click.echo(json.dumps(d, default=str))
+        sys.stdout.write(json.dumps(d, default=str) + "\n")
     else:
-        click.echo(render_text(res))
+        sys.stdout.write(render_text(res) + "\n")
         for n in notes:
-            click.echo(n)
+            sys.stdout.write(n + "\n")
     if fail_on_findings and any(f.severity.value == "error" for f in res.findings):
         sys.exit(3)
