@@ -118,11 +118,16 @@ class DmaMapping:
 
 class MappingLedger:
     """Live mappings per device, keyed by ``dma_addr``; sg mappings are also indexed by physical address
-    (``dma:dma_unmap_sg`` carries only physical addresses)."""
+    (``dma:dma_unmap_sg`` carries only physical addresses).
+
+    Several live sg mappings can share their first physical address (O_DIRECT AIO submits the same user buffer
+    many times at once), so the index keeps every handle per address, oldest first; an sg unmap takes the oldest.
+    Which of those handles the kernel unmapped is not in the event, but the number of live mappings stays exact.
+    """
 
     def __init__(self) -> None:
         self.by_device: dict[str, dict[int, DmaMapping]] = {}
-        self._by_phys: dict[tuple[str, int], int] = {}
+        self._by_phys: dict[tuple[str, int], list[int]] = {}
         self.mapped = 0
         self.unmapped = 0
         self.unmatched_unmaps = 0
@@ -136,8 +141,10 @@ class MappingLedger:
         dev = self.by_device.setdefault(m.device, {})
         old = dev.get(m.dma_addr)
         dev[m.dma_addr] = m
+        if old is not None:
+            self._drop_phys(old)
         if m.phys is not None:
-            self._by_phys[(m.device, m.phys)] = m.dma_addr
+            self._by_phys.setdefault((m.device, m.phys), []).append(m.dma_addr)
         self.mapped += 1
         return old
 
@@ -147,18 +154,30 @@ class MappingLedger:
         if m is None:
             self.unmatched_unmaps += 1
             return None
-        if m.phys is not None:
-            self._by_phys.pop((device, m.phys), None)
+        self._drop_phys(m)
         self.unmapped += 1
         return m
 
+    def _drop_phys(self, m: DmaMapping) -> None:
+        if m.phys is None:
+            return
+        handles = self._by_phys.get((m.device, m.phys))
+        if handles is None:
+            return
+        try:
+            handles.remove(m.dma_addr)
+        except ValueError:
+            pass
+        if not handles:
+            del self._by_phys[(m.device, m.phys)]
+
     def unmap_phys(self, device: str, phys: int) -> DmaMapping | None:
-        """Remove the sg mapping whose first segment has physical address ``phys``."""
-        addr = self._by_phys.get((device, phys))
-        if addr is None:
+        """Remove the (oldest live) sg mapping whose first segment has physical address ``phys``."""
+        handles = self._by_phys.get((device, phys))
+        if not handles:
             self.unmatched_unmaps += 1
             return None
-        return self.unmap(device, addr)
+        return self.unmap(device, handles[0])
 
     def live(self, device: str) -> list[DmaMapping]:
         """Live mappings of one device, oldest first."""
