@@ -60,26 +60,41 @@ def cli(ctx: click.Context, debug: bool) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+_FORMATS_HELP = ("Event formats for an ftrace text TRACE: a trace.dat of the same run, a tracefs events directory "
+                 "or a concatenated format file (default: a trace.dat beside TRACE, if any).")
+
+
+def _formats_option(fn: F) -> F:
+    return click.option("--formats", "formats", type=click.Path(exists=True), help=_FORMATS_HELP)(fn)
+
+
 @cli.command()
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def info(trace: str, as_json: bool) -> None:
-    """Describe TRACE: format version, compression, CPUs, clock, events and losses."""
+@_formats_option
+def info(trace: str, as_json: bool, formats: str | None) -> None:
+    """Describe TRACE (trace.dat or ftrace text): format version, compression, CPUs, clock, events and losses."""
     from .parsers.commands import run_info
+    from .parsers.text_source import text_formats
 
-    run_info(trace, as_json=as_json)
+    with text_formats(trace, formats):
+        run_info(trace, as_json=as_json)
 
 
 @cli.command()
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--events", "events", multiple=True, help="Only events matching this glob (system:name); repeatable.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "arrow"]), default="parquet", show_default=True)
-def convert(trace: str, out_dir: str, events: tuple[str, ...], fmt: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["parquet", "arrow"]), default="parquet", show_default=True,
+              help="Parquet files, or Arrow IPC files.")
+@_formats_option
+def convert(trace: str, out_dir: str, events: tuple[str, ...], fmt: str, formats: str | None) -> None:
     """Convert TRACE into one typed table per event type: DIR/<system>/<name>.parquet (or .arrow)."""
     from .parsers.commands import run_convert
+    from .parsers.text_source import text_formats
 
-    run_convert(trace, out_dir, events=list(events), fmt=fmt)
+    with text_formats(trace, formats):
+        run_convert(trace, out_dir, events=list(events), fmt=fmt)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -97,18 +112,21 @@ def _replay_command(fn: F) -> F:
     fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
     fn = click.option("--mapping", type=click.Path(exists=True, dir_okay=False), help="Probe-name mapping file.")(fn)
     fn = click.option("--fail-on-findings", is_flag=True, help="Exit 3 when there are error findings.")(fn)
+    fn = _formats_option(fn)
     return fn
 
 
 @cli.command("replay")
 @_replay_command
 def replay_cmd(**kwargs: Any) -> None:
-    """Replay TRACE (default: the bundled sample) against the IOVA/rcache/IOMMU model."""
+    """Replay TRACE (trace.dat or ftrace text; default: the bundled sample) against the IOVA/rcache/IOMMU model."""
+    from .parsers.text_source import text_formats
     from .replay.commands import run_replay
 
     if not kwargs.get("trace"):
         kwargs["trace"] = sample_trace_path()
-    run_replay(**kwargs)
+    with text_formats(kwargs["trace"], kwargs.pop("formats", None)):
+        run_replay(**kwargs)
 
 
 @cli.command()
@@ -201,13 +219,17 @@ def leaks(report: str, kernel: str | None, trace: str | None, as_json: bool, out
 
 @cli.command()
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory (created).")
 @click.option("--kernel", help="Kernel version profile for the replay; default: detected.")
-def chart(trace: str, out_dir: str, kernel: str | None) -> None:
+@_formats_option
+def chart(trace: str, out_dir: str, kernel: str | None, formats: str | None) -> None:
     """Write every chart TRACE supports (PNG and SVG) and an index.html with the replay summary."""
     from .analysis.report import run_chart
+    from .parsers.text_source import text_formats
 
-    run_chart(trace, out_dir, kernel=kernel)
+    with text_formats(trace, formats):
+        run_chart(trace, out_dir, kernel=kernel)
 
 
 def _register_tracer() -> None:

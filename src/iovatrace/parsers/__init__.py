@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import importlib
 import os
+from contextvars import ContextVar
 from typing import Any
 
 from ..errors import TraceFormatError
 
-__all__ = ["open_trace", "TRACE_READERS"]
+__all__ = ["open_trace", "TRACE_READERS", "TEXT_OPTIONS"]
+
+#: Keywords for the ftrace text reader set by a command for its duration (``formats=`` from ``--formats`` or a
+#: trace.dat beside the text; see :mod:`.text_source`), so that every ``open_trace`` it makes reads text the same way.
+TEXT_OPTIONS: ContextVar[dict[str, Any]] = ContextVar("TEXT_OPTIONS", default={})
 
 #: Sniffing registry: (module, class or factory name) tried in order; each module has ``sniff(head) -> bool``.
 TRACE_READERS: list[tuple[str, str]] = [
@@ -54,6 +59,8 @@ def open_trace(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         if sniff is None or factory is None:
             continue
         if sniff(head):
+            if attr == "open_text":
+                kwargs = {**TEXT_OPTIONS.get(), **kwargs}
             return factory(p, **kwargs)
     raise TraceFormatError(
         "Not a trace: expected a trace.dat (magic 17 08 44 'tracing') or ftrace text", path=p, offset=0
