@@ -187,7 +187,7 @@ def run_replay(trace: str, kernel: str | None = None, at: str | None = None, bug
             raise _UsageError(f"Unknown --bug-mode {m!r}: expected one of a, b, c, d, e")
     at_ns = parse_time(at) if at else None
     res = replay_trace(trace, kernel=kernel, bug_modes=modes, mapping=mapping, at_ns=at_ns,
-                       timeline_ns=10_000_000 if out_dir else 0, progress=not as_json)
+                       timeline_ns=10_000_000 if (out_dir or report_dir) else 0, progress=not as_json)
     notes: list[str] = []
     if out_dir:
         from ..schema import write_replay_tables
@@ -202,7 +202,8 @@ def run_replay(trace: str, kernel: str | None = None, at: str | None = None, bug
             notes.append("--report: the analysis/report module is not installed in this build; "
                          "use -o DIR for the Parquet tables")
         else:
-            write_report(res, report_dir)
+            # With the trace, the page holds every event chart ``iovatrace chart`` draws, not only the replay's.
+            write_report(res, report_dir, trace=trace)
             notes.append(f"report written to {report_dir}")
     if as_json:
         d = result_to_dict(res)
