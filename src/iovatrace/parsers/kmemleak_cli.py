@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import click
 
+from .logs.io import read_log_bytes
 from .logs.kmemleak import KmemleakObject, UnusableReportError, kmemleak_tables, parse_kmemleak
 
 __all__ = ["read_log_input", "run_kmemleak", "object_json", "top_frame"]
@@ -37,13 +37,7 @@ def read_log_input(path: str) -> tuple[bytes, str]:
     Raises:
         UnusableReportError: the file cannot be read.
     """
-    if path == "-":
-        return sys.stdin.buffer.read(), "<stdin>"
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(), path
-    except OSError as exc:
-        raise UnusableReportError(f"Cannot read log: {exc.strerror or exc}", path=path) from None
+    return read_log_bytes(path, error=UnusableReportError, what="log")
 
 
 def top_frame(obj: KmemleakObject) -> str | None:

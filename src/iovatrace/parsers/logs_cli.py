@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from ..errors import LogFormatError
+from .logs.io import read_log_bytes
 from .logs.oops import OopsResult, parse_oops
 
 __all__ = ["run_oops", "read_input", "format_report_line"]
@@ -31,13 +31,7 @@ def read_input(path: str) -> tuple[bytes, str]:
     Raises:
         LogFormatError: the file cannot be read.
     """
-    if path == "-":
-        return sys.stdin.buffer.read(), "<stdin>"
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(), path
-    except OSError as exc:
-        raise LogFormatError(f"Cannot read kernel log: {exc.strerror or exc}", path=path) from None
+    return read_log_bytes(path, what="kernel log")
 
 
 def format_report_line(name: str, rep: object) -> str:
