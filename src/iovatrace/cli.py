@@ -1,9 +1,9 @@
 """Command-line interface: a thin click layer.
 
 Each command parses its options, calls one library function, renders the result and maps errors:
-an :class:`~iovatrace.errors.IovatraceError` becomes one line on stderr and exit status 1 (2 for unusable input
-where a command says so), ``--debug`` shows the traceback. Library modules are imported inside the commands so
-that ``iovatrace info`` starts fast.
+an :class:`~iovatrace.errors.IovatraceError` becomes one line on stderr and exit status 2 for unusable input
+(:class:`~iovatrace.errors.InputError`), 1 otherwise; usage errors are one line too (status 2); ``--debug`` shows
+the traceback. Library modules are imported inside the commands so that ``iovatrace info`` starts fast.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .errors import IovatraceError
+from .errors import InputError, IovatraceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,8 +27,12 @@ def sample_trace_path() -> str:
     return str(files("iovatrace") / "data" / "sample_lazy_6.1.dat")
 
 
-class _Group(click.Group):
-    """A click group that turns IovatraceError into one line on stderr."""
+class _OneLineErrors:
+    """Mixin for click commands: IovatraceError and usage errors become one line on stderr.
+
+    Unusable input (:class:`~iovatrace.errors.InputError`) and bad usage exit with status 2, other errors with 1
+    (an error class may set its own ``exit_code``).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -37,7 +41,33 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
             click.echo(f"iovatrace: error: {exc}", err=True)
-            ctx.exit(getattr(exc, "exit_code", 1))
+            ctx.exit(getattr(exc, "exit_code", 2 if isinstance(exc, InputError) else 1))
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Run the CLI; a usage error (missing file, bad option) is one line and exit status 2."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            cmd = exc.ctx.command_path if exc.ctx is not None else "iovatrace"
+            click.echo(f"{cmd}: error: {exc.format_message()} (see '{cmd} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _Group(_OneLineErrors, click.Group):
+    """The ``iovatrace`` group."""
+
+
+class _Command(_OneLineErrors, click.Command):
+    """A command run on its own (the ``replay`` console script)."""
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +98,7 @@ def _formats_option(fn: F) -> F:
     return click.option("--formats", "formats", type=click.Path(exists=True), help=_FORMATS_HELP)(fn)
 
 
-@cli.command()
+@cli.command(short_help="Describe a trace: format, CPUs, clock, event counts, losses.")
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_formats_option
@@ -81,7 +111,7 @@ def info(trace: str, as_json: bool, formats: str | None) -> None:
         run_info(trace, as_json=as_json)
 
 
-@cli.command()
+@cli.command(short_help="Convert a trace into Parquet/Arrow tables, one per event type.")
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--events", "events", multiple=True, help="Only events matching this glob (system:name); repeatable.")
@@ -103,20 +133,27 @@ def convert(trace: str, out_dir: str, events: tuple[str, ...], fmt: str, formats
 
 
 def _replay_command(fn: F) -> F:
-    fn = click.argument("trace", required=False, type=click.Path(exists=True, dir_okay=False))(fn)
-    fn = click.option("--kernel", help="Kernel version profile (e.g. 6.1, 6.12, 5.15); default: detected.")(fn)
-    fn = click.option("--at", "at", help="Print a state snapshot at this trace time (seconds, or ns with 'ns').")(fn)
-    fn = click.option("--bug-mode", "bug_modes", multiple=True, help="Enable a seed bug mode (a..e); repeatable.")(fn)
-    fn = click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write findings/state as Parquet.")(fn)
-    fn = click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write charts and an HTML report.")(fn)
-    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
-    fn = click.option("--mapping", type=click.Path(exists=True, dir_okay=False), help="Probe-name mapping file.")(fn)
-    fn = click.option("--fail-on-findings", is_flag=True, help="Exit 3 when there are error findings.")(fn)
+    # click lists options in the reverse order of application: the list below reads bottom-up as --help shows it
+    fn = click.option("--fail-on-findings", is_flag=True, help="Exit with status 3 when there are error findings.")(fn)
+    fn = click.option("--mapping", type=click.Path(exists=True, dir_okay=False),
+                      help="Probe-name mapping file (for traces whose kprobes have other names).")(fn)
     fn = _formats_option(fn)
+    fn = click.option("--report", "report_dir", type=click.Path(file_okay=False),
+                      help="Write an HTML report with every chart (PNG and SVG) into this directory.")(fn)
+    fn = click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+                      help="Write the findings, domains and state timeline as Parquet into this directory.")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
+    fn = click.option("--at", "at", metavar="TIME",
+                      help="Print a state snapshot at this trace time (seconds, or ns with 'ns').")(fn)
+    fn = click.option("--bug-mode", "bug_modes", multiple=True, metavar="MODE",
+                      help="Enable a seed bug mode (a..e); repeatable.")(fn)
+    fn = click.option("--kernel", metavar="VERSION",
+                      help="Kernel version profile (e.g. 6.1, 6.12, 5.15); default: detected.")(fn)
+    fn = click.argument("trace", required=False, type=click.Path(exists=True, dir_okay=False))(fn)
     return fn
 
 
-@cli.command("replay")
+@cli.command("replay", short_help="Replay a trace against the IOVA allocator and IOMMU model.")
 @_replay_command
 def replay_cmd(**kwargs: Any) -> None:
     """Replay TRACE (trace.dat or ftrace text; default: the bundled sample) against the IOVA/rcache/IOMMU model."""
@@ -129,7 +166,7 @@ def replay_cmd(**kwargs: Any) -> None:
         run_replay(**kwargs)
 
 
-@cli.command()
+@cli.command(short_help="Replay a trace under other flush policies and kernels.")
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
 @click.option("--policy", "policies", multiple=True,
               help="strict | lazy | lazy:SIZE/TIMEOUT_MS | single | single:SIZE/TIMEOUT_MS | rollover; repeatable.")
@@ -160,8 +197,8 @@ def whatif(trace: str, policies: tuple[str, ...], kernels: tuple[str, ...], flus
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@cli.command()
-@click.argument("log", type=click.Path(allow_dash=True, dir_okay=False))
+@cli.command(short_help="Find and title crash reports in a kernel log.")
+@click.argument("log", type=click.Path(exists=True, allow_dash=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of reports.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write the tables as Parquet.")
 def oops(log: str, as_json: bool, out_dir: str | None) -> None:
@@ -171,8 +208,8 @@ def oops(log: str, as_json: bool, out_dir: str | None) -> None:
     run_oops(log, as_json=as_json, out_dir=out_dir)
 
 
-@cli.command()
-@click.argument("log", type=click.Path(allow_dash=True, dir_okay=False))
+@cli.command(short_help="List the kmemleak objects of a kernel log.")
+@click.argument("log", type=click.Path(exists=True, allow_dash=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Write the tables as Parquet.")
 def kmemleak(log: str, as_json: bool, out_dir: str | None) -> None:
@@ -186,8 +223,8 @@ def kmemleak(log: str, as_json: bool, out_dir: str | None) -> None:
     run_kmemleak(log, as_json=as_json, out_dir=out_dir)
 
 
-@cli.command()
-@click.argument("report", type=click.Path(allow_dash=True, dir_okay=False))
+@cli.command(short_help="Diagnose kmemleak / dma-debug leak reports (chains, verdicts).")
+@click.argument("report", type=click.Path(exists=True, allow_dash=True, dir_okay=False))
 @click.option("--kernel", help="Kernel version the report came from (decides magazine layout).")
 @click.option("--trace", type=click.Path(exists=True, dir_okay=False), help="A trace of the same run to correlate.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -217,7 +254,7 @@ def leaks(report: str, kernel: str | None, trace: str | None, as_json: bool, out
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(short_help="Write every chart of a trace and an HTML index.")
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory (created).")
@@ -250,5 +287,6 @@ def main() -> None:
 
 def replay_main() -> None:
     """Entry point of the ``replay`` console script: ``iovatrace replay`` on its own."""
-    sys.argv = [sys.argv[0], "replay", *sys.argv[1:]]
-    cli(prog_name="replay")
+    alone = _Command("replay", params=replay_cmd.params, callback=replay_cmd.callback, help=replay_cmd.help,
+                     context_settings={"help_option_names": ["-h", "--help"]})
+    alone.main(prog_name="replay")

@@ -110,7 +110,7 @@ def test_chart_cli_rejects_a_non_trace(tmp_path: Path) -> None:
     bad = tmp_path / "x.dat"
     bad.write_bytes(b"not a trace at all\n" * 10)
     res = CliRunner().invoke(cli, ["chart", str(bad), "-o", str(tmp_path / "out")])
-    assert res.exit_code == 1 and "iovatrace: error:" in res.output
+    assert res.exit_code == 2 and "iovatrace: error:" in res.output
 
 
 def test_report_reads_every_event_the_frames_use() -> None:

@@ -120,5 +120,5 @@ def test_not_a_trace_is_one_line_error(tmp_path):
     p = tmp_path / "notes.txt"
     p.write_bytes(b"\x00\x01 definitely not a trace\n" * 4)
     res = CliRunner().invoke(cli, ["info", str(p)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # unusable input
     assert res.output.count("\n") == 1 and "iovatrace: error:" in res.output and "notes.txt" in res.output

@@ -76,7 +76,7 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     binary = tmp_path / "trace.dat"
     binary.write_bytes(b"\x17\x08\x44tracing6\x00" + bytes(100))
     res = CliRunner().invoke(cli, ["oops", str(binary)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # unusable input
     assert "Cannot read kernel log: binary data" in res.output and "Traceback" not in res.output
 
 

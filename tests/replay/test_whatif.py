@@ -141,7 +141,7 @@ def test_cli_json_and_charts(shared_data, tmp_path) -> None:
 def test_cli_bad_policy_is_one_line(shared_data) -> None:
     r = CliRunner().invoke(cli, ["whatif", str(shared_data / "traces-lab" / "lazy_v7" / "trace.dat"),
                                  "--policy", "lazy:abc"])
-    assert r.exit_code == 1 and "Cannot parse policy 'lazy:abc'" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "Cannot parse policy 'lazy:abc'" in r.output and "Traceback" not in r.output
 
 
 # -- invariants across the allocator and the flush queue ---------------------------------------------------

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from ..errors import LogFormatError
 from .logs.io import read_log_bytes
 from .logs.oops import OopsResult, parse_oops
 
@@ -73,9 +74,11 @@ def run_oops(log: str, *, as_json: bool = False, out_dir: str | None = None) -> 
         The parse result.
 
     Raises:
-        LogFormatError: the input cannot be read or is binary.
+        LogFormatError: the input cannot be read, is empty or is binary.
     """
     data, name = read_input(log)
+    if not data.strip():
+        raise LogFormatError("Empty kernel log: expected kernel messages (dmesg, console or syslog text)", path=name)
     result = parse_oops(data, path=name)
     if out_dir:
         written = write_tables(result, out_dir)
