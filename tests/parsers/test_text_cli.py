@@ -30,6 +30,8 @@ def test_replay_of_text_with_formats_matches_the_trace_dat(shared_data) -> None:
         assert other["fidelity"] == from_dat["fidelity"]
         assert other["totals"] == from_dat["totals"] and other["events"] == from_dat["events"]
         assert other["findings"] == from_dat["findings"]
+        # text has no uname: the kernel (hence the profile) comes from the formats' trace.dat
+        assert (other["kernel_release"], other["profile"]) == (from_dat["kernel_release"], from_dat["profile"])
 
 
 def test_info_and_convert_of_text_use_the_formats(shared_data, tmp_path) -> None:

@@ -15,13 +15,16 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 from ..errors import TraceFormatError
 
-__all__ = ["text_formats", "formats_beside"]
+__all__ = ["text_formats", "formats_beside", "formats_kernel_release"]
 
 _MAGIC = b"\x17\x08\x44tracing"
+#: The kernel release of the trace.dat whose formats are in use (text has none; the replay's profile needs it).
+_RELEASE: ContextVar[str | None] = ContextVar("_RELEASE", default=None)
 
 
 def _head(path: str, n: int = 4096) -> bytes:
@@ -55,7 +58,9 @@ def _load(formats: str) -> dict[str, Any]:
         from .tracedat import TraceDat
 
         dat = TraceDat(formats)
-        return {"formats": dict(dat.formats), "kallsyms": dat.kallsyms}
+        meta = dat.meta
+        release = getattr(meta, "kernel_release", None) or getattr(meta, "uname", None)
+        return {"formats": dict(dat.formats), "kallsyms": dat.kallsyms, "_release": release or None}
     from .text_formats import load_formats_dir
 
     fmts = load_formats_dir(formats)
@@ -104,8 +109,16 @@ def text_formats(trace: str, formats: str | None = None, *, note: TextIO | None 
                   "(a trace.dat of the same run, or a tracefs events directory) for typed events\n")
         yield None
         return
-    token = TEXT_OPTIONS.set(_load(path))
+    opts = _load(path)
+    rtoken = _RELEASE.set(opts.pop("_release", None))
+    token = TEXT_OPTIONS.set(opts)
     try:
         yield path
     finally:
         TEXT_OPTIONS.reset(token)
+        _RELEASE.reset(rtoken)
+
+
+def formats_kernel_release() -> str | None:
+    """Inside :func:`text_formats`: the kernel release of the trace.dat whose formats are used, else ``None``."""
+    return _RELEASE.get()

@@ -103,6 +103,7 @@ def replay_trace(trace: str, *, kernel: str | None = None, bug_modes: tuple[str,
             raise _UsageError(str(exc)) from None
     else:
         release = getattr(meta, "kernel_release", None) or getattr(meta, "uname", None)
+        release = release or _formats_release()
         profile, how = detect_profile(release, available)
     emap = EventMap()
     if mapping:
@@ -143,8 +144,15 @@ def replay_trace(trace: str, *, kernel: str | None = None, bug_modes: tuple[str,
     if "flush_queue" not in res.extras and drv.fq_counts:
         res.extras["flush_queue"] = dict(drv.fq_counts)
     res.extras["trace"] = os.path.basename(trace)
-    res.extras["kernel_release"] = getattr(meta, "kernel_release", None)
+    res.extras["kernel_release"] = getattr(meta, "kernel_release", None) or _formats_release()
     return res
+
+
+def _formats_release() -> str | None:
+    """ftrace text has no kernel release; the trace.dat its formats came from (``--formats``) has."""
+    from ..parsers.text_source import formats_kernel_release
+
+    return formats_kernel_release()
 
 
 def _extensions(profile: Any, bug_modes: Any, ncpus: int, available: set[str]) -> list[Any]:
