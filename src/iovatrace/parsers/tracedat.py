@@ -443,7 +443,12 @@ class TraceDat:
             lens = np.array([len(x) for x in enc], dtype=np.int64)
             starts = np.zeros(lens.size + 1, dtype=np.int64)
             np.cumsum(lens, out=starts[1:])
-            self._comm_table = (keys, np.frombuffer(b"".join(enc) + b"\0", dtype=np.uint8), starts, lens)
+            # comm bytes as fixed-width rows (comms are < 16 bytes): one row gather per batch, then a compress
+            width = max(1, int(lens.max()) if lens.size else 1)
+            rows = np.zeros((len(enc), width), dtype=np.uint8)
+            for i, x in enumerate(enc):
+                rows[i, :len(x)] = np.frombuffer(x, dtype=np.uint8)
+            self._comm_table = (keys, rows, starts, lens)
         keys = self._comm_table[0]
         p = pid.astype(np.int64)
         k = np.minimum(np.searchsorted(keys, p), max(keys.size - 1, 0))
@@ -456,14 +461,14 @@ class TraceDat:
         """
         import pyarrow as pa
 
-        _, blob, starts, lens = self._comm_table  # type: ignore[misc]
-        rl = np.where(found, lens[k], 0)
-        offs = np.zeros(k.size + 1, dtype=np.int64)
+        _, rows, _, lens = self._comm_table  # type: ignore[misc]
+        rl = np.where(found, lens[k], 0).astype(np.int32)
+        offs = np.zeros(k.size + 1, dtype=np.int32)
         np.cumsum(rl, out=offs[1:])
-        idx = np.arange(int(offs[-1]), dtype=np.int64) + np.repeat(starts[k] - offs[:-1], rl)
+        # gather each event's fixed-width row, keep the bytes before its length (no per-byte index arrays)
+        data = rows[k][np.arange(rows.shape[1], dtype=np.int32) < rl[:, None]]
         validity = None if found.all() else pa.py_buffer(np.packbits(found, bitorder="little"))
-        return pa.StringArray.from_buffers(k.size, pa.py_buffer(offs.astype(np.int32)), pa.py_buffer(blob[idx]),
-                                           validity)
+        return pa.StringArray.from_buffers(k.size, pa.py_buffer(offs), pa.py_buffer(data), validity)
 
     def iter_batches(self, events: Iterable[str] | None = None,
                      buffers: Iterable[str] | None = None) -> Iterator[tuple[str, Any]]:
