@@ -24,7 +24,7 @@ def _probes_text(plan: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-@click.command("probes")
+@click.command("probes", short_help="Print the probe set the replay needs, for a kernel.")
 @click.option("--kallsyms", "kallsyms", type=click.Path(exists=True, dir_okay=False),
               help="kallsyms or System.map of the kernel (default /proc/kallsyms).")
 @click.option("--tracefs", "tracefs", type=click.Path(exists=True, file_okay=False),
@@ -70,7 +70,8 @@ def _write_script(path: str, text: str) -> None:
     os.chmod(path, 0o755)
 
 
-@click.command("record", context_settings={"ignore_unknown_options": True})
+@click.command("record", context_settings={"ignore_unknown_options": True},
+               short_help="Record the IOVA probe set while a command runs.")
 @click.option("-o", "--output", "out", default="trace.dat", show_default=True, type=click.Path(dir_okay=False),
               help="trace.dat to write; sidecars (kprobe_profile before/after, kprobe_events, probes.json) beside.")
 @click.option("--duration", type=float, default=None, help="Seconds to record (with COMMAND: a time limit).")
@@ -79,7 +80,8 @@ def _write_script(path: str, text: str) -> None:
 @click.option("--kallsyms", type=click.Path(exists=True, dir_okay=False),
               help="kallsyms file (default /proc/kallsyms).")
 @click.option("--kernel", "release", help="Kernel release the probes are for (default: running kernel).")
-@click.option("--arch", type=click.Choice(["x86_64", "arm64"]), default=None)
+@click.option("--arch", type=click.Choice(["x86_64", "arm64"]), default=None,
+              help="Architecture whose calling convention the fetch-args use (default: this machine).")
 @click.option("--backend", type=click.Choice(["auto", "trace-cmd", "raw"]), default="auto", show_default=True,
               help="trace-cmd, or read tracefs directly and write trace.dat with iovatrace's writer.")
 @click.option("-b", "--buffer-kb", type=int, default=32768, show_default=True, help="Per-CPU ring buffer size.")
@@ -120,7 +122,7 @@ def record_cmd(out: str, duration: float | None, tracefs: str | None, kallsyms: 
                + (f" (stopped by signal {res.stopped_by})" if res.stopped_by else ""))
 
 
-@click.group("lab")
+@click.group("lab", short_help="Record real traces from a Debian kernel under QEMU.")
 def lab_group() -> None:
     """The QEMU lab: record real traces from a Debian kernel with an emulated Intel IOMMU."""
 
