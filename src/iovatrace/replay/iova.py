@@ -78,7 +78,7 @@ class IovaDomain:
 
     __slots__ = (
         "iovad", "granule", "shift", "start_pfn", "dma_32bit_pfn", "max32_alloc_size",
-        "cached_node", "cached32_node", "second_pass", "_lo", "_hi", "reserved", "_released",
+        "cached_node", "cached32_node", "second_pass", "_lo", "_hi", "reserved", "_released", "_gen", "_memo",
     )
 
     def __init__(self, granule: int = 4096, start_pfn: int = 1, *, second_pass: str = "find_limit",
@@ -99,6 +99,10 @@ class IovaDomain:
         self.reserved: set[int] = set()
         # pfn_lo of nodes removed since they were last allocated: tells a double free from a never-allocated pfn.
         self._released: set[int] = set()
+        # Tree generation (bumped by every insert/erase) and the last search: the driver predicts an allocation
+        # at entry and commits it at return, so the same search usually runs twice on an unchanged tree.
+        self._gen = 0
+        self._memo: tuple | None = None
 
     # ----------------------------------------------------------------------------------------------- lookup
 
@@ -171,6 +175,17 @@ class IovaDomain:
         return self._search(size, limit_excl, size_aligned)[0]
 
     def _search(self, size: int, limit_excl: int, size_aligned: bool) -> tuple[int | None, int]:
+        # The walk is a pure function of the tree (generation), the cached nodes, max32_alloc_size and start_pfn.
+        key = (self._gen, size, limit_excl, size_aligned, self.cached_node, self.cached32_node,
+               self.max32_alloc_size, self.start_pfn, self.second_pass)
+        memo = self._memo
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        res = self._walk(size, limit_excl, size_aligned)
+        self._memo = (key, res)
+        return res
+
+    def _walk(self, size: int, limit_excl: int, size_aligned: bool) -> tuple[int | None, int]:
         align_mask = (MASK64 << fls_long(size - 1)) & MASK64 if size_aligned else MASK64
         dma32 = self.dma_32bit_pfn
         if limit_excl <= dma32 and size >= self.max32_alloc_size:
@@ -227,6 +242,7 @@ class IovaDomain:
         return pfn
 
     def _insert(self, lo: int, hi: int) -> None:
+        self._gen += 1
         self._lo.add(lo)
         self._hi[lo] = hi
         self._released.discard(lo)
@@ -259,6 +275,7 @@ class IovaDomain:
             self.max32_alloc_size = dma32
         if pfn_lo >= self.cached_node:
             self.cached_node = self._next(pfn_lo)
+        self._gen += 1
         self._lo.remove(pfn_lo)
         del self._hi[pfn_lo]
         self.reserved.discard(pfn_lo)
@@ -313,6 +330,7 @@ class IovaDomain:
         return pfn_lo, pfn_hi
 
     def _rekey(self, old_lo: int, new_lo: int) -> None:
+        self._gen += 1
         hi = self._hi.pop(old_lo)
         self._lo.remove(old_lo)
         self._lo.add(new_lo)
@@ -333,6 +351,7 @@ class IovaDomain:
             The non-reserved nodes that were still allocated (they die silently in the kernel).
         """
         alive = [(lo, hi) for lo, hi in self.iter_nodes() if lo not in self.reserved]
+        self._gen += 1
         self._lo = SortedList([IOVA_ANCHOR])
         self._hi = {IOVA_ANCHOR: IOVA_ANCHOR}
         self.cached_node = self.cached32_node = IOVA_ANCHOR
