@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 from sortedcontainers import SortedList
 
 __all__ = [
@@ -43,6 +44,12 @@ FREE_OK = 0  #: the node starting at pfn was removed
 FREE_UNKNOWN = 1  #: no node contains pfn: never allocated, already freed, or allocated before the trace began
 FREE_INTERIOR = 2  #: pfn lies inside a node but is not its pfn_lo (the kernel frees the node anyway)
 FREE_RESERVED = 3  #: the node is a reserve_iova() range
+
+
+#: Nodes the allocation walk visits in Python before handing the rest of a long walk to numpy.
+_PY_STEPS = 32
+#: Bounds below which the numpy walk's int64 arithmetic is exact.
+_I64_SAFE = 1 << 62
 
 
 def fls_long(x: int) -> int:
@@ -198,14 +205,22 @@ class IovaDomain:
         lo_list = self._lo
         while True:
             it = lo_list.irange(maximum=curr, inclusive=(True, False), reverse=True)
+            steps = 0
             while True:
                 if curr < high:
+                    if steps >= _PY_STEPS and low < _I64_SAFE and size < _I64_SAFE:
+                        # A long walk (the second pass over a full tree): find where it stops with numpy.
+                        curr = self._scan_down(curr, size, align_mask, low)
+                        high = curr
+                        new_pfn = (high - size) & align_mask
+                        break
                     high = curr
                 new_pfn = (high - size) & align_mask
                 nxt = next(it, None)
                 if nxt is None or new_pfn > hi_of[nxt] or new_pfn < low:
                     break
                 curr = nxt
+                steps += 1
             if high < size or new_pfn < low:
                 if low == self.start_pfn and retry_pfn < limit_excl and self.second_pass != "none":
                     # Second pass over what the cached node skipped (Robin Murphy, "Improve restart logic").
@@ -215,6 +230,47 @@ class IovaDomain:
                     continue
                 return None, size
             return new_pfn, 0
+
+    def _scan_down(self, curr: int, size: int, align_mask: int, low: int) -> int:
+        """The node at which the top-down walk stops, from node ``curr`` (below the limit) downwards.
+
+        Same rule as the loop in :meth:`_walk` once ``high`` is the current node's pfn_lo: with A a node and B the
+        one below it, the walk stops at A when ``(A.lo - size) & align_mask`` is above B.hi, below ``low``, or
+        when A.lo < size (the kernel's unsigned wrap-around); at the lowest node it stops anyway. Evaluated over
+        chunks of nodes (doubling in length) in int64: every pfn below the anchor fits in 52 bits.
+        """
+        lo_list = self._lo
+        hi_get = self._hi.__getitem__
+        mask = align_mask - (1 << 64) if align_mask >= 1 << 63 else align_mask
+        c = lo_list.bisect_left(curr)  # index of curr (a node of the tree)
+        chunk = 64
+        while True:
+            s = c - chunk if c > chunk else 0
+            los_l = lo_list[s:c + 1]
+            his_l = list(map(hi_get, los_l[:-1]))
+            try:
+                los = np.array(los_l, dtype=np.int64)
+                his = np.array(his_l, dtype=np.int64)
+            except OverflowError:  # a node learned from a damaged trace beyond 63 bits: walk it in Python
+                for t in range(len(his_l) - 1, -1, -1):
+                    a_lo = los_l[t + 1]
+                    nw = (a_lo - size) & align_mask
+                    if nw > his_l[t] or nw < low:
+                        return a_lo
+                if s == 0:
+                    return los_l[0]
+                c = s
+                continue
+            a = los[1:]
+            new = (a - size) & mask
+            brk = (a < size) | (new > his) | (new < low)
+            hit = np.flatnonzero(brk)
+            if hit.size:
+                return los_l[int(hit[-1]) + 1]
+            if s == 0:
+                return los_l[0]
+            c = s
+            chunk *= 4
 
     def alloc_iova(self, size: int, limit_pfn: int, size_aligned: bool = True) -> int | None:
         """alloc_iova(): allocate ``size`` pages at or below ``limit_pfn`` (inclusive).
