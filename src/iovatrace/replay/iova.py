@@ -6,6 +6,10 @@ the ``anchor`` node (``pfn_lo = pfn_hi = IOVA_ANCHOR``). Allocation walks *backw
 the limit; a failed first pass retries once from ``iova_find_limit()`` over the part the cache skipped, and a
 failure sets ``max32_alloc_size`` so that later 32-bit requests of that size fail fast until a free below 4 GiB.
 
+Speed without changing a result: the last search of each domain is memoised on the tree's generation and every
+input of the walk (the driver predicts at entry and commits at return), and a walk longer than a few dozen nodes
+evaluates the same stop rule over chunks of nodes in numpy (:meth:`IovaDomain._scan_down`).
+
 Here the tree is a :class:`sortedcontainers.SortedList` of ``pfn_lo`` plus a dict ``pfn_lo → pfn_hi``; a node is
 named by its ``pfn_lo`` (unique while it is in the tree), so ``cached_node`` is a pfn and ``rb_prev``/``rb_next``
 are neighbours in the list. Every rule follows Linux 6.1/6.12 iova.c (model_spec.md §1); where older kernels differ
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 from sortedcontainers import SortedList
 
 __all__ = [
@@ -239,6 +242,8 @@ class IovaDomain:
         when A.lo < size (the kernel's unsigned wrap-around); at the lowest node it stops anyway. Evaluated over
         chunks of nodes (doubling in length) in int64: every pfn below the anchor fits in 52 bits.
         """
+        import numpy as np  # only long walks need it; importing the model stays light
+
         lo_list = self._lo
         hi_get = self._hi.__getitem__
         mask = align_mask - (1 << 64) if align_mask >= 1 << 63 else align_mask
