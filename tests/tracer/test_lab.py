@@ -76,7 +76,12 @@ def test_trace_holds_what_the_kernel_counted(lab_run: tuple[Path, float], trace_
     before = parse_kprobe_profile((out / "kprobe_profile.before.txt").read_text())
     assert ref.get("alloc_iova_fast", 0) > 100 and ref.get("init_iova_domain", 0) >= 1  # rescan: a new domain
     for name, (hits, misses) in prof.items():
-        assert ref.get(name, 0) + misses == hits - before.get(name, (0, 0))[0], name
+        # kprobe_profile is read before trace-cmd starts and after it exits; trace-cmd stops tracing before it
+        # disables the events, so a probe can fire (and be counted) in those short windows without being recorded.
+        # Recorded + missed is therefore never more than the kernel's count, and short of it by a few hits at most.
+        counted = hits - before.get(name, (0, 0))[0]
+        seen = ref.get(name, 0) + misses
+        assert seen <= counted <= seen + max(4, counted // 200), (name, seen, counted)
     from iovatrace.parsers import open_trace
 
     counts = open_trace(str(out / "trace.dat")).event_counts()
