@@ -287,12 +287,19 @@ class TraceDat:
         want = set(buffers)
         return [b for b in self.meta.buffers if b.name in want]
 
-    def iter_record_blocks(self, buffers: Iterable[str] | None = None) -> Iterator[RecordBlock]:
+    def iter_record_blocks(self, buffers: Iterable[str] | None = None,
+                           cpus: Iterable[int] | None = None) -> Iterator[RecordBlock]:
         """Walk every page of the selected buffers; yields one :class:`RecordBlock` per page block.
+
+        Args:
+            buffers: instance names; default all.
+            cpus: CPUs to read; default all. One CPU at a time gives that CPU's stream in order, so several
+                such iterators can be merged by time while each holds one page block.
 
         Damage and losses are collected on the first complete pass (see :attr:`damage`, :meth:`lost_events`).
         """
-        first = self._summary is None
+        cpu_set = None if cpus is None else set(cpus)
+        first = self._summary is None and cpu_set is None
         record = first
         sink = self._sink(record)
         big = self.meta.endian == "big"
@@ -308,6 +315,8 @@ class TraceDat:
             # the heavy part (read, decompress, walk, event ids): runs one block ahead in a thread
             for b in self._selected_buffers(buffers):
                 for cd in b.cpus:
+                    if cpu_set is not None and cd.cpu not in cpu_set:
+                        continue
                     for k, blk in enumerate(iter_page_blocks(self._fd, self._size, self.meta, b, cd,
                                                              block_pages=self.block_pages, sink=sink,
                                                              strict=self.strict)):
@@ -471,12 +480,14 @@ class TraceDat:
         return pa.StringArray.from_buffers(k.size, pa.py_buffer(offs), pa.py_buffer(data), validity)
 
     def iter_batches(self, events: Iterable[str] | None = None,
-                     buffers: Iterable[str] | None = None) -> Iterator[tuple[str, Any]]:
+                     buffers: Iterable[str] | None = None,
+                     cpus: Iterable[int] | None = None) -> Iterator[tuple[str, Any]]:
         """Stream the events as ``(key, pa.RecordBatch)`` pairs in bounded memory.
 
         Args:
             events: glob patterns on ``"system:name"`` (e.g. ``"iommu:*"``); default all.
             buffers: instance names to read; default all (instance keys are prefixed ``"inst/"``).
+            cpus: CPUs to read; default all (see :meth:`iter_record_blocks`).
 
         Yields:
             One batch per event type per page block, in each CPU stream's order.
@@ -491,7 +502,7 @@ class TraceDat:
         L = self.meta.kernel_long_size
         _, _, fl_off, pc_off, pid_off = self._common_offsets()
         wanted: dict[int, bool] = {}
-        for rb in self.iter_record_blocks(buffers):
+        for rb in self.iter_record_blocks(buffers, cpus):
             if rb.ids.size == 0:
                 continue
             data = rb.block.data
