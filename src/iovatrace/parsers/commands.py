@@ -137,12 +137,13 @@ class _Writers:
 
     def _open(self, key: str, schema: Any) -> Any:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         path = _out_path(self.out_dir, key, "parquet" if self.fmt == "parquet" else "arrow")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.files[key] = path
         if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
             # Dictionary-encoding every integer column costs 3x the decode itself and rarely pays: keep it for
             # strings (comm, event, device names...), and statistics for the columns queries filter on.
             strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_dictionary(f.type)]
@@ -209,7 +210,6 @@ def run_convert(path: str, out_dir: str, *, events: list[str] | None = None, fmt
         TraceFormatError: if the trace cannot be read (or, for a damaged file, never: damage is reported).
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from . import open_trace
 
@@ -239,6 +239,8 @@ def run_convert(path: str, out_dir: str, *, events: list[str] | None = None, fmt
         lost = tr.lost_events()
         lpath = os.path.join(out_dir, "lost_events." + ("parquet" if fmt == "parquet" else "arrow"))
         if fmt == "parquet":
+            import pyarrow.parquet as pq
+
             pq.write_table(lost, lpath)
         else:
             with pa.ipc.new_file(lpath, lost.schema) as w:

@@ -8,8 +8,9 @@ Theory of operation (see docs: perf_notes.md):
   overruns the committed bytes, a length-0 record). About 100 steps decode a block of thousands of pages, with no
   Python loop per record. Time extends, absolute timestamps and discarded-event padding update the per-page clock
   exactly as libtraceevent's kbuffer does, so timestamps equal ``trace-cmd report``'s.
-* **Order.** Each step emits records in page order; a stable sort by page restores stream order (page, then
-  position), which is the ``seq`` order. Nothing is ever re-sorted by time.
+* **Order.** Step *k* stores the *k*-th record of every active page in row *k* of a (steps × pages) matrix; reading
+  the transpose back gives stream order (page, then position), which is the ``seq`` order, with no sort. Nothing
+  is ever re-sorted by time.
 * **Payloads.** Records of one event type are gathered as fixed-width rows through an overlapping byte view, and
   the row block is reinterpreted with a structured dtype whose fields sit at the format's offsets (one copy per
   event type, then free strided views). Strings and dynamic arrays are gathered with offset arithmetic into Arrow
@@ -18,6 +19,7 @@ Theory of operation (see docs: perf_notes.md):
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +42,7 @@ class WalkResult:
         starts: flat byte offset of each data record's payload in the block (int64).
         lengths: payload length in bytes (int64, rounded up to 4 as stored).
         ts: raw timestamp of each record (uint64, clock units, no offsets applied).
-        pages: page index in the block of each record (int64).
+        page_size: the block's page size (:attr:`pages` derives from it).
         missed: per page with the missed-events flag: (page index, count or -1).
         damage: per damaged page: (page index, byte position in page, reason, bytes lost).
     """
@@ -48,9 +50,14 @@ class WalkResult:
     starts: np.ndarray
     lengths: np.ndarray
     ts: np.ndarray
-    pages: np.ndarray
+    page_size: int
     missed: list[tuple[int, int]] = field(default_factory=list)
     damage: list[tuple[int, int, str, int]] = field(default_factory=list)
+
+    @property
+    def pages(self) -> np.ndarray:
+        """Page index in the block of each record (int64)."""
+        return self.starts // self.page_size
 
 
 def walk_pages(data: np.ndarray, npages: int, page_size: int, long_size: int, big_endian: bool,
@@ -105,17 +112,21 @@ def walk_pages(data: np.ndarray, npages: int, page_size: int, long_size: int, bi
     pos = act * words + hdr // 4
     ts = page_ts[act].copy()
     e = act * words + end[act] // 4
-    # Per record found: the word before its payload, its payload length in words, its timestamp, its page.
-    out_w: list[np.ndarray] = []
-    out_l: list[np.ndarray] = []
-    out_t: list[np.ndarray] = []
-    out_p: list[np.ndarray] = []
+    # Per step, per page: the word before the record's payload, its payload length in words + 1 (0 = no record
+    # at this step) and its timestamp. Rows are steps, columns pages: each step writes one contiguous row; the
+    # transpose at the end reads them back page by page in record order (stream order, no sort).
+    rows = 128
+    m_pos, m_len, m_ts = _step_matrices(rows, npages)
+    step = 0
     flat32 = body.view(e32)
     nwords = flat32.size
     shift27 = np.uint64(27)
     top_mask = np.uint64(0xF8 << 56)
     u5, u27, u31 = np.uint32(5), np.uint32(27), np.uint32(31)
     while act.size:
+        if step == rows:  # pages with many tiny records: grow the step matrices
+            m_pos, m_len, m_ts = (np.concatenate([m, np.zeros_like(m)]) for m in (m_pos, m_len, m_ts))
+            rows *= 2
         w = flat32[pos]
         tl = (w >> u27) if big_endian else (w & u31)
         if tl.min() >= 1 and tl.max() <= 28:
@@ -128,16 +139,15 @@ def walk_pages(data: np.ndarray, npages: int, page_size: int, long_size: int, bi
             if bad.any():
                 ok = ~bad
                 _report(res_damage, act, pos, e, tl, (nxt - pos) * 4, bad, cut, words, None)
-                out_w.append(pos[ok])
-                out_l.append(tl[ok])
-                out_t.append(ts[ok])
-                out_p.append(act[ok])
+                a = act[ok]
+                m_pos[step, a] = pos[ok]
+                m_len[step, a] = tl[ok] + 1
+                m_ts[step, a] = ts[ok]
                 keep = ok & (nxt < e)
             else:
-                out_w.append(pos)
-                out_l.append(tl)
-                out_t.append(ts.copy())
-                out_p.append(act)
+                m_pos[step, act] = pos
+                m_len[step, act] = tl + 1
+                m_ts[step, act] = ts
                 keep = nxt < e
         else:
             tl = tl.astype(np.int64)
@@ -158,27 +168,48 @@ def walk_pages(data: np.ndarray, npages: int, page_size: int, long_size: int, bi
             take = (tl <= 28) & ok
             if take.any():
                 big0 = tl == 0
-                out_w.append(np.where(big0, pos + 1, pos)[take])
-                out_l.append(np.where(big0, (a0 - 4 + 3) // 4, tl)[take])
-                out_t.append(ts[take])
-                out_p.append(act[take])
+                a = act[take]
+                m_pos[step, a] = np.where(big0, pos + 1, pos)[take]
+                m_len[step, a] = np.where(big0, (a0 - 4 + 3) // 4, tl)[take] + 1
+                m_ts[step, a] = ts[take]
             if bad.any():
                 _report(res_damage, act, pos, e, tl, lw * 4, bad, cut, words, a0)
             keep = ok & (nxt < e)
+        step += 1
         pos = nxt
         if not keep.all():
             act, pos, ts, e = act[keep], pos[keep], ts[keep], e[keep]
-    if out_w:
-        pages = np.concatenate(out_p)
-        order = np.argsort(pages.astype(np.uint16) if npages < 65536 else pages, kind="stable")
-        starts = np.concatenate(out_w)[order]
+    if step:
+        lens = np.ascontiguousarray(m_len[:step].T)
+        have = lens != 0
+        lengths = lens[have].astype(np.int64)
+        lengths -= 1
+        lengths *= 4
+        starts = np.ascontiguousarray(m_pos[:step].T)[have].astype(np.int64)
         starts += 1
         starts *= 4
-        lengths = np.concatenate(out_l).astype(np.int64)[order]
-        lengths *= 4
-        return WalkResult(starts, lengths, np.concatenate(out_t)[order], pages[order], missed, res_damage)
+        return WalkResult(starts, lengths, np.ascontiguousarray(m_ts[:step].T)[have], page_size, missed, res_damage)
     z = np.zeros(0, dtype=np.int64)
-    return WalkResult(z, z, np.zeros(0, dtype=np.uint64), z, missed, res_damage)
+    return WalkResult(z, z, np.zeros(0, dtype=np.uint64), page_size, missed, res_damage)
+
+
+_WORKSPACE = threading.local()
+
+
+def _step_matrices(rows: int, npages: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The walk's (steps × pages) matrices, reused by each thread from block to block.
+
+    Fresh arrays of this size cost a page fault per 4 KiB on first write (as much as the walk itself); only the
+    length matrix must start zeroed (zero = no record), the others are read only where a length was written.
+    """
+    have = getattr(_WORKSPACE, "m", None)
+    if have is None or have[0].shape[0] != rows or have[0].shape[1] < npages:
+        have = (np.empty((rows, npages), dtype=np.int32), np.zeros((rows, npages), dtype=np.int32),
+                np.empty((rows, npages), dtype=np.uint64))
+        _WORKSPACE.m = have
+    else:
+        have[1].fill(0)
+    return have[0][:, :npages], have[1][:, :npages], have[2][:, :npages]
 
 
 def _report(sink: list[tuple[int, int, str, int]], act: np.ndarray, pos: np.ndarray, e: np.ndarray,
@@ -251,11 +282,43 @@ def _string_array(flat: np.ndarray, offsets: np.ndarray, strip_nul: bool = True)
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(flat.copy())).cast(pa.string())
 
 
+#: Strings up to this many bytes are gathered as fixed-width rows (longer ones byte range by byte range).
+_SHORT = 256
+
+
+def _short_strings(m: np.ndarray, ln: np.ndarray | int) -> Any:
+    """C strings from the rows of ``m`` (n × width bytes), each at most ``ln`` bytes, cut at the first NUL.
+
+    Equal to ``_string_array(_gather_ranges(...))`` on the same bytes, in a few whole-matrix numpy passes.
+    """
+    import pyarrow as pa
+
+    n, width = m.shape
+    col = np.arange(width, dtype=np.int32)
+    stop = m == 0
+    if not np.isscalar(ln):
+        stop |= col >= np.asarray(ln)[:, None]
+    lens = np.where(stop.any(axis=1), stop.argmax(axis=1), width)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    flat = m[col < lens[:, None]]
+    return _string_array(flat, offsets, strip_nul=False)
+
+
 def _binary_array(flat: np.ndarray, offsets: np.ndarray) -> Any:
     import pyarrow as pa
 
     return pa.BinaryArray.from_buffers(pa.binary(), offsets.size - 1, [None, pa.py_buffer(offsets.astype(np.int32)),
                                                                        pa.py_buffer(flat.copy())])
+
+
+def _row_view(data: np.ndarray, width: int) -> np.ndarray:
+    """``data`` as overlapping ``width``-byte items, one starting at every byte (no copy).
+
+    Gathering records through this 1-D view copies each row as one item, about twice as fast as indexing the
+    equivalent 2-D ``(n, width)`` uint8 view; never ``np.take`` from it (take copies a non-contiguous source whole).
+    """
+    return np.ndarray(shape=(data.size - width + 1,), dtype=np.dtype((np.void, width)), buffer=data, strides=(1,))
 
 
 def build_columns(fmt: EventFormat, data: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
@@ -285,8 +348,8 @@ def build_columns(fmt: EventFormat, data: np.ndarray, starts: np.ndarray, length
     width = max([f.offset + f.size for f in fmt.fields if f.kind != "tail"] + [8]
                 + ([c + 4 for c in common] if common else []))
     width = (width + 7) & ~7
-    rows_view = np.lib.stride_tricks.as_strided(data, shape=(data.size - width + 1, width), strides=(1, 1))
-    rows = rows_view[starts]
+    rows_v = _row_view(data, width)[starts]  # one fixed-width item per record
+    rows = rows_v.view(np.uint8).reshape(n, width)
     names, formats, offsets = [], [], []
     if common is not None:  # the common header rides along in the same rows: (flags, preempt, pid) offsets
         for nm, fm, off in zip(("c_flags", "c_preempt", "c_pid"), ("u1", "u1", bo + "i4"), common):
@@ -303,7 +366,7 @@ def build_columns(fmt: EventFormat, data: np.ndarray, starts: np.ndarray, length
             names.append(f"f{i}")
             formats.append(bo + ("u4" if f.size == 4 else "u2"))
             offsets.append(f.offset)
-    rec = rows.view(np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": width}))[:, 0] \
+    rec = rows_v.view(np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": width})) \
         if names else None
     ncommon = 8  # schema.COMMON_COLUMNS come first; bprint may append a text column after the payload
     out: list[Any] = []
@@ -315,6 +378,9 @@ def build_columns(fmt: EventFormat, data: np.ndarray, starts: np.ndarray, length
             out.append(pa.array(col.astype(col.dtype.newbyteorder("=")), type=atype))
             continue
         if f.kind == "array":
+            if pa.types.is_string(atype) and n:
+                out.append(_short_strings(rows[:, f.offset:f.offset + f.size], f.size))
+                continue
             flat = rows[:, f.offset:f.offset + f.size].reshape(-1)
             offs = np.arange(n + 1, dtype=np.int64) * f.size
         else:
@@ -336,6 +402,12 @@ def build_columns(fmt: EventFormat, data: np.ndarray, starts: np.ndarray, length
             okr = (off >= 0) & (ln >= 0) & (s + ln <= ends)
             ln = np.where(okr, ln, 0)
             s = np.where(okr, s, 0)
+            wmax = int(ln.max()) if n else 0
+            if pa.types.is_string(atype) and 0 < wmax <= _SHORT:
+                # short strings (device and driver names): fixed-width rows, then a mask, no per-byte index
+                m = _row_view(data, wmax)[s].view(np.uint8).reshape(n, wmax)
+                out.append(_short_strings(m, ln))
+                continue
             flat, offs = _gather_ranges(data, s, ln)
         if pa.types.is_string(atype):
             out.append(_string_array(flat, offs))
