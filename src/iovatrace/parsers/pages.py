@@ -15,6 +15,7 @@ pages (or chunks) were lost, so a truncated file yields every page before the cu
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,27 @@ def _iter_plain(fd: int, filesize: int, cd: CpuData, ps: int, block_pages: int, 
         page += n
 
 
+class _WindowReader:
+    """``pread`` through a window of a few MiB: chunk headers and small chunks come from memory (one system call
+    per window instead of two per chunk)."""
+
+    WINDOW = 4 << 20
+
+    def __init__(self, fd: int, end: int) -> None:
+        self.fd = fd
+        self.end = end
+        self.base = 0
+        self.buf = b""
+
+    def read(self, off: int, n: int) -> bytes:
+        at = off - self.base
+        if at < 0 or at + n > len(self.buf):
+            self.base = off
+            self.buf = os.pread(self.fd, max(n, min(self.WINDOW, self.end - off)), off)
+            at = 0
+        return self.buf[at: at + n]
+
+
 def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int, block_pages: int, buffer: str,
                   sink: DamageSink, strict: bool) -> Iterator[PageBlock]:
     path = meta.path
@@ -108,8 +130,7 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
               "expected": f"{cd.size} bytes of CPU {cd.cpu} chunks"})
         end = filesize
 
-    def read(off: int, n: int) -> bytes:
-        return os.pread(fd, n, off)
+    read = _WindowReader(fd, end).read
 
     hdr = read(cd.offset, 4) if cd.offset + 4 <= end else b""
     if len(hdr) < 4:
@@ -143,34 +164,59 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
         pending, pending_pages = [], 0
         return blk
 
-    for i in range(nchunks):
-        if pos + 8 > end:
-            msg = (f"CPU {cd.cpu} chunk {i} of {nchunks}: header at 0x{pos:x} lies past the data end 0x{end:x}; "
-                   f"{nchunks - i} chunks lost")
-            if strict:
-                raise TraceFormatError(msg, path=path, offset=pos)
-            sink({"offset": pos, "reason": msg, "cpu": cd.cpu, "buffer": buffer, "chunks_lost": nchunks - i,
-                  "expected": "chunk header (u32 csize, u32 usize)"})
+    def jobs() -> Iterator[tuple[Any, ...]]:
+        # chunk headers in file order; a bad header ends the CPU's data ("stop" comes after the chunks before it)
+        at = pos
+        for i in range(nchunks):
+            if at + 8 > end:
+                yield ("stop", at, f"CPU {cd.cpu} chunk {i} of {nchunks}: header at 0x{at:x} lies past the data end "
+                       f"0x{end:x}; {nchunks - i} chunks lost", nchunks - i, "chunk header (u32 csize, u32 usize)")
+                return
+            h = read(at, 8)
+            csize = int.from_bytes(h[:4], "little" if endian == "<" else "big")
+            usize = int.from_bytes(h[4:], "little" if endian == "<" else "big")
+            if at + 8 + csize > end or usize > MAX_DECOMPRESSED:
+                yield ("stop", at, f"CPU {cd.cpu} chunk {i} of {nchunks} at 0x{at:x} claims {csize} compressed / "
+                       f"{usize} bytes, beyond the data end 0x{end:x}; {nchunks - i} chunks lost", nchunks - i,
+                       "a chunk inside the CPU's data")
+                return
+            yield ("chunk", i, at, usize, read(at + 8, csize))
+            at += 8 + csize
+
+    # Chunks decompress in a small pool, a window ahead, and are taken back in order (zstd and zlib release the
+    # GIL, so this overlaps the page walk of the previous block).
+    pool = _pool()
+    window: deque[tuple[tuple[Any, ...], Any]] = deque()
+    src = jobs()
+    done = False
+    while not done or window:
+        while not done and len(window) < _WINDOW:
+            job = next(src, None)
+            if job is None:
+                done = True
+                break
+            fut = pool.submit(_try_decompress, meta.compression, job[4], job[3], path, endian, job[2]) \
+                if job[0] == "chunk" else None
+            window.append((job, fut))
+            if job[0] == "stop":
+                done = True
+        if not window:
             break
-        h = read(pos, 8)
-        csize = int.from_bytes(h[:4], "little" if endian == "<" else "big")
-        usize = int.from_bytes(h[4:], "little" if endian == "<" else "big")
-        if pos + 8 + csize > end or usize > MAX_DECOMPRESSED:
-            msg = (f"CPU {cd.cpu} chunk {i} of {nchunks} at 0x{pos:x} claims {csize} compressed / {usize} bytes, "
-                   f"beyond the data end 0x{end:x}; {nchunks - i} chunks lost")
+        job, fut = window.popleft()
+        if job[0] == "stop":
+            _, at, msg, nlost, expected = job
             if strict:
-                raise TraceFormatError(msg, path=path, offset=pos)
-            sink({"offset": pos, "reason": msg, "cpu": cd.cpu, "buffer": buffer, "chunks_lost": nchunks - i,
-                  "expected": "a chunk inside the CPU's data"})
+                raise TraceFormatError(msg, path=path, offset=at)
+            sink({"offset": at, "reason": msg, "cpu": cd.cpu, "buffer": buffer, "chunks_lost": nlost,
+                  "expected": expected})
             break
-        comp = read(pos + 8, csize)
-        try:
-            data = decompress(meta.compression, comp, usize, Cursor(b"", path, endian, 0, pos))
-        except TraceFormatError as exc:
+        _, i, at, usize, _ = job
+        data, exc = fut.result()
+        if exc is not None:
             if strict:
-                raise
+                raise exc
             lost = -(-usize // ps)
-            sink({"offset": pos, "reason": f"CPU {cd.cpu} chunk {i}: {exc.message}", "cpu": cd.cpu,
+            sink({"offset": at, "reason": f"CPU {cd.cpu} chunk {i}: {exc.message}", "cpu": cd.cpu,
                   "buffer": buffer, "pages_lost": lost, "chunks_lost": 1, "expected": "a valid compressed chunk"})
             data = b""
             if pending:  # keep page numbers honest: a block never spans a lost chunk
@@ -179,15 +225,36 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
         if data:
             if not pending:
                 first_page = next_page
-            pending.append((data, pos))
+            pending.append((data, at))
             k = -(-len(data) // ps)
             pending_pages += k
             next_page += k
             if pending_pages >= block_pages:
                 yield flush()
-        pos += 8 + csize
     if pending:
         yield flush()
+
+
+#: Compressed chunks decompressed ahead of the one being copied into its block.
+_WINDOW = 16
+_POOL: list[Any] = []
+
+
+def _pool() -> Any:
+    """The process's decompression pool (two threads: this machine class has two cores to share)."""
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(2, thread_name_prefix="iovatrace-decompress"))
+    return _POOL[0]
+
+
+def _try_decompress(alg: str, comp: bytes, usize: int, path: str, endian: str,
+                    at: int) -> tuple[bytes, TraceFormatError | None]:
+    try:
+        return decompress(alg, comp, usize, Cursor(b"", path, endian, 0, at)), None
+    except TraceFormatError as exc:
+        return b"", exc
 
 
 def iter_page_blocks(fd: int, filesize: int, meta: TraceMeta, binfo: BufferInfo, cd: CpuData, *,

@@ -166,7 +166,7 @@ class TraceDat:
         self._schemas: dict[int, Any] = {}
         self._common: tuple[int, int, int, int, int] | None = None
         self._progress = 0
-        self._comm_table: tuple[np.ndarray, Any] | None = None
+        self._comm_table: tuple[np.ndarray, Any] | None = None  # pid lookup table, cmdlines strings
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -447,18 +447,20 @@ class TraceDat:
         return ts
 
     def _comm_index(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For each pid: index into the cmdlines table and whether the pid is known (one searchsorted)."""
+        """For each pid: index into the cmdlines strings and whether the pid is known (one table lookup)."""
         if self._comm_table is None:
             import pyarrow as pa
 
             cm = dict(self.cmdlines)
             cm.setdefault(0, "<idle>")
-            keys = np.array(sorted(cm), dtype=np.int64)
-            self._comm_table = (keys, pa.array([cm[int(k)] for k in keys], pa.string()))
-        keys = self._comm_table[0]
-        p = pid.astype(np.int64)
-        k = np.minimum(np.searchsorted(keys, p), max(keys.size - 1, 0))
-        return k.astype(np.int32), keys[k] == p
+            keys = sorted(k for k in cm if 0 <= k < (1 << 22))  # PID_MAX_LIMIT is 2^22
+            lut = np.full(max(keys) + 2, -1, dtype=np.int32)  # the last slot stands for every larger pid
+            lut[keys] = np.arange(len(keys), dtype=np.int32)
+            self._comm_table = (lut, pa.array([cm[k] for k in keys], pa.string()))
+        lut = self._comm_table[0]
+        k = lut[np.clip(pid, -1, lut.size - 1)]  # negative pids land on the last slot too: unknown
+        found = k >= 0
+        return np.maximum(k, 0), found
 
     def _comm(self, k: np.ndarray, found: np.ndarray) -> Any:
         """The comm column: Arrow's ``take`` from the cmdlines strings (nulls where the pid is unknown).

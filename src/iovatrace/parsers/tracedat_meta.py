@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,6 +191,19 @@ class TraceMeta:
         }
 
 
+_ZSTD = threading.local()
+
+
+def _zstd() -> Any:
+    """This thread's zstd decompressor (a context costs more to create than a 40 KiB chunk to decompress)."""
+    d = getattr(_ZSTD, "d", None)
+    if d is None:
+        import zstandard
+
+        d = _ZSTD.d = zstandard.ZstdDecompressor()
+    return d
+
+
 def decompress(alg: str, data: bytes, usize: int, cur: Cursor) -> bytes:
     """Decompress ``data`` to exactly ``usize`` bytes with ``alg`` (``zstd``/``zlib``/``none``).
 
@@ -204,9 +218,7 @@ def decompress(alg: str, data: bytes, usize: int, cur: Cursor) -> bytes:
                         f"expected at most {limit}")
     try:
         if alg == "zstd":
-            import zstandard
-
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=max(usize, 1))
+            out = _zstd().decompress(data, max_output_size=max(usize, 1))
         elif alg == "zlib":
             d = zlib.decompressobj()
             out = d.decompress(data, usize)
