@@ -56,6 +56,14 @@ class PageBlock:
     compressed: bool = False
 
 
+def _damage(sink: DamageSink, strict: bool, path: str, offset: int, msg: str, cpu: int, buffer: str,
+            expected: str, **lost: int | None) -> None:
+    """Report damage found at ``offset``: raise in strict mode, else hand the sink one dict (with what was lost)."""
+    if strict:
+        raise TraceFormatError(msg, path=path, offset=offset)
+    sink({"offset": offset, "reason": msg, "cpu": cpu, "buffer": buffer, **lost, "expected": expected})
+
+
 def _alloc(npages: int, ps: int) -> np.ndarray:
     return np.zeros(npages * ps + PAD, dtype=np.uint8)
 
@@ -69,10 +77,8 @@ def _iter_plain(fd: int, filesize: int, cd: CpuData, ps: int, block_pages: int, 
         lost = total - got
         msg = (f"CPU {cd.cpu} data claims {cd.size} bytes at 0x{cd.offset:x} but the file ends at 0x{filesize:x}; "
                f"expected {total} pages, {lost} missing (truncated?)")
-        if strict:
-            raise TraceFormatError(msg, path=path, offset=filesize)
-        sink({"offset": filesize, "reason": msg, "cpu": cd.cpu, "buffer": buffer, "pages_lost": lost,
-              "bytes_lost": cd.size - avail, "expected": f"{cd.size} bytes of CPU {cd.cpu} pages"})
+        _damage(sink, strict, path, filesize, msg, cd.cpu, buffer, f"{cd.size} bytes of CPU {cd.cpu} pages",
+                pages_lost=lost, bytes_lost=cd.size - avail)
     npages_total = -(-avail // ps)
     page = 0
     while page < npages_total:
@@ -124,10 +130,8 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
     if end > filesize:
         msg = (f"CPU {cd.cpu} compressed data claims {cd.size} bytes at 0x{cd.offset:x} but the file ends at "
                f"0x{filesize:x} (truncated?)")
-        if strict:
-            raise TraceFormatError(msg, path=path, offset=filesize)
-        sink({"offset": filesize, "reason": msg, "cpu": cd.cpu, "buffer": buffer, "bytes_lost": end - filesize,
-              "expected": f"{cd.size} bytes of CPU {cd.cpu} chunks"})
+        _damage(sink, strict, path, filesize, msg, cd.cpu, buffer, f"{cd.size} bytes of CPU {cd.cpu} chunks",
+                bytes_lost=end - filesize)
         end = filesize
 
     read = _WindowReader(fd, end).read
@@ -135,9 +139,7 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
     hdr = read(cd.offset, 4) if cd.offset + 4 <= end else b""
     if len(hdr) < 4:
         msg = f"CPU {cd.cpu} chunk count at 0x{cd.offset:x} is missing (truncated?)"
-        if strict:
-            raise TraceFormatError(msg, path=path, offset=cd.offset)
-        sink({"offset": cd.offset, "reason": msg, "cpu": cd.cpu, "buffer": buffer, "expected": "u32 chunk count"})
+        _damage(sink, strict, path, cd.offset, msg, cd.cpu, buffer, "u32 chunk count")
         return
     nchunks = int.from_bytes(hdr, "little" if endian == "<" else "big")
     pos = cd.offset + 4
@@ -205,10 +207,7 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
         job, fut = window.popleft()
         if job[0] == "stop":
             _, at, msg, nlost, expected = job
-            if strict:
-                raise TraceFormatError(msg, path=path, offset=at)
-            sink({"offset": at, "reason": msg, "cpu": cd.cpu, "buffer": buffer, "chunks_lost": nlost,
-                  "expected": expected})
+            _damage(sink, strict, path, at, msg, cd.cpu, buffer, expected, chunks_lost=nlost)
             break
         _, i, at, usize, _ = job
         data, exc = fut.result()
@@ -279,10 +278,8 @@ def iter_page_blocks(fd: int, filesize: int, meta: TraceMeta, binfo: BufferInfo,
     ps = binfo.page_size
     if cd.offset > filesize:
         msg = f"CPU {cd.cpu} data offset 0x{cd.offset:x} lies beyond the file end 0x{filesize:x}"
-        if strict:
-            raise TraceFormatError(msg, path=meta.path, offset=cd.offset)
-        sink({"offset": cd.offset, "reason": msg, "cpu": cd.cpu, "buffer": binfo.name,
-              "pages_lost": -(-cd.size // ps) if not binfo.compressed else None, "expected": "CPU data in the file"})
+        _damage(sink, strict, meta.path, cd.offset, msg, cd.cpu, binfo.name, "CPU data in the file",
+                pages_lost=-(-cd.size // ps) if not binfo.compressed else None)
         return
     if binfo.compressed:
         yield from _iter_chunked(fd, filesize, cd, meta, ps, block_pages, binfo.name, sink, strict)
