@@ -64,12 +64,23 @@ def _damage(sink: DamageSink, strict: bool, path: str, offset: int, msg: str, cp
     sink({"offset": offset, "reason": msg, "cpu": cpu, "buffer": buffer, **lost, "expected": expected})
 
 
-def _alloc(npages: int, ps: int) -> np.ndarray:
-    return np.zeros(npages * ps + PAD, dtype=np.uint8)
+def _buffer(size: int, pool: list[np.ndarray] | None) -> np.ndarray:
+    """A block buffer of at least ``size`` bytes (contents undefined): a recycled one when the pool has one.
+
+    Reusing buffers saves a page fault per 4 KiB on every block (about a third of reading a page-cache-warm file).
+    """
+    while pool:
+        try:
+            buf = pool.pop()
+        except IndexError:  # another thread took the last one
+            break
+        if buf.size >= size:
+            return buf[:size]
+    return np.empty(size, dtype=np.uint8)
 
 
 def _iter_plain(fd: int, filesize: int, cd: CpuData, ps: int, block_pages: int, path: str, buffer: str,
-                sink: DamageSink, strict: bool) -> Iterator[PageBlock]:
+                sink: DamageSink, strict: bool, pool: list[np.ndarray] | None = None) -> Iterator[PageBlock]:
     avail = max(0, min(cd.size, filesize - cd.offset))
     if avail < cd.size:
         total = -(-cd.size // ps)
@@ -83,8 +94,8 @@ def _iter_plain(fd: int, filesize: int, cd: CpuData, ps: int, block_pages: int, 
     page = 0
     while page < npages_total:
         n = min(block_pages, npages_total - page)
-        # a fresh buffer per block: blocks may be decoded ahead in another thread
-        buf = np.empty(n * ps + PAD, dtype=np.uint8)
+        # a buffer per block (blocks may be decoded ahead in another thread); the caller may hand it back
+        buf = _buffer(n * ps + PAD, pool)
         start = cd.offset + page * ps
         nbytes = min(n * ps, avail - page * ps)
         view = memoryview(buf)[: n * ps]
@@ -122,7 +133,7 @@ class _WindowReader:
 
 
 def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int, block_pages: int, buffer: str,
-                  sink: DamageSink, strict: bool) -> Iterator[PageBlock]:
+                  sink: DamageSink, strict: bool, pool: list[np.ndarray] | None = None) -> Iterator[PageBlock]:
     path = meta.path
     endian = "<" if meta.endian == "little" else ">"
     # The BUFFER option's size counts the chunks, not the u32 chunk count in front of them.
@@ -151,7 +162,8 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
     def flush() -> PageBlock:
         nonlocal pending, pending_pages
         n = pending_pages
-        buf = _alloc(n, ps)
+        buf = _buffer(n * ps + PAD, pool)
+        buf[n * ps:] = 0
         offs = np.empty(n, dtype=np.int64)
         valid = np.full(n, ps, dtype=np.int64)
         at = 0
@@ -161,6 +173,7 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
             offs[at: at + k] = coff
             if len(data) % ps:
                 valid[at + k - 1] = len(data) % ps
+                buf[at * ps + len(data): (at + k) * ps] = 0
             at += k
         blk = PageBlock(buf, n, ps, offs, valid, first_page, True)
         pending, pending_pages = [], 0
@@ -187,7 +200,7 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
 
     # Chunks decompress in a small pool, a window ahead, and are taken back in order (zstd and zlib release the
     # GIL, so this overlaps the page walk of the previous block).
-    pool = _pool()
+    workers = _pool()
     window: deque[tuple[tuple[Any, ...], Any]] = deque()
     src = jobs()
     done = False
@@ -197,7 +210,7 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
             if job is None:
                 done = True
                 break
-            fut = pool.submit(_try_decompress, meta.compression, job[4], job[3], path, endian, job[2]) \
+            fut = workers.submit(_try_decompress, meta.compression, job[4], job[3], path, endian, job[2]) \
                 if job[0] == "chunk" else None
             window.append((job, fut))
             if job[0] == "stop":
@@ -257,7 +270,8 @@ def _try_decompress(alg: str, comp: bytes, usize: int, path: str, endian: str,
 
 
 def iter_page_blocks(fd: int, filesize: int, meta: TraceMeta, binfo: BufferInfo, cd: CpuData, *,
-                     block_pages: int = 2048, sink: DamageSink, strict: bool = False) -> Iterator[PageBlock]:
+                     block_pages: int = 2048, sink: DamageSink, strict: bool = False,
+                     pool: list[np.ndarray] | None = None) -> Iterator[PageBlock]:
     """Yield the pages of one CPU of one buffer as :class:`PageBlock` s.
 
     Args:
@@ -269,6 +283,7 @@ def iter_page_blocks(fd: int, filesize: int, meta: TraceMeta, binfo: BufferInfo,
         block_pages: pages per block (bounds memory: ~block_pages × page_size bytes).
         sink: receives one dict per damage found.
         strict: raise :class:`TraceFormatError` on the first damage instead.
+        pool: buffers the caller is done with, to read uncompressed blocks into (it appends them back itself).
 
     Yields:
         Page blocks in stream order.
@@ -282,6 +297,6 @@ def iter_page_blocks(fd: int, filesize: int, meta: TraceMeta, binfo: BufferInfo,
                 pages_lost=-(-cd.size // ps) if not binfo.compressed else None)
         return
     if binfo.compressed:
-        yield from _iter_chunked(fd, filesize, cd, meta, ps, block_pages, binfo.name, sink, strict)
+        yield from _iter_chunked(fd, filesize, cd, meta, ps, block_pages, binfo.name, sink, strict, pool)
     else:
-        yield from _iter_plain(fd, filesize, cd, ps, block_pages, meta.path, binfo.name, sink, strict)
+        yield from _iter_plain(fd, filesize, cd, ps, block_pages, meta.path, binfo.name, sink, strict, pool)

@@ -166,6 +166,7 @@ class TraceDat:
         self._schemas: dict[int, Any] = {}
         self._common: tuple[int, int, int, int, int] | None = None
         self._progress = 0
+        self._buffers: list[np.ndarray] = []  # block buffers _batches is done with (pages.iter_page_blocks pool)
         self._comm_table: tuple[np.ndarray, Any] | None = None  # pid lookup table, cmdlines strings
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -323,7 +324,8 @@ class TraceDat:
                         continue
                     for k, blk in enumerate(iter_page_blocks(self._fd, self._size, self.meta, b, cd,
                                                              block_pages=self.block_pages, sink=sink,
-                                                             strict=self.strict)):
+                                                             strict=self.strict,
+                                                             pool=self._buffers if group else None)):
                         wr = walk_pages(blk.data, blk.npages, blk.page_size, L, big, blk.valid, hdr)
                         if std:  # common_type is the u16 at the (4-aligned) payload start: one 2-byte gather
                             ids = blk.data.view(bo + "u2")[wr.starts >> 1].astype(np.uint16)
@@ -537,6 +539,9 @@ class TraceDat:
 
                     cols.append(decode_text_column(self, fmt, cols, schema))
                 yield key, pa.RecordBatch.from_arrays(cols, schema=schema)
+            # every column above is a copy: the block's bytes can take the next block read
+            if len(self._buffers) < 4:
+                self._buffers.append(data)
 
     def read_tables(self, events: Iterable[str] | None = None, buffer: str | None = "") -> dict[str, Any]:
         """Every event type as one ``pa.Table``.
