@@ -11,14 +11,20 @@ Theory of operation:
   kernel's missed-events page flag) says events were lost.
 * **Merged iteration.** ftrace orders events only within one CPU. :func:`iter_events` merges tables explicitly
   by ``(ts_ns, cpu, seq)`` (``seq`` is the record's index in its CPU stream) and yields :class:`Event` objects;
-  the parsers themselves never re-sort a CPU's stream.
+  the parsers themselves never re-sort a CPU's stream. :func:`iter_stream_events` gives the same order from
+  per-CPU streams of record batches (trace.dat, one page block at a time) with a watermark, so memory follows
+  the blocks, not the trace. Both build events column-wise, a chunk at a time.
 * **Report tables** (kernel logs), **finding** and **state** tables are declared further down, one block per
   producer; each declares its columns once, here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import gc
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import lru_cache
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -35,6 +41,8 @@ __all__ = [
     "arrow_type",
     "event_schema",
     "iter_events",
+    "iter_stream_events",
+    "prefilter_replay_batch",
 ]
 
 SCHEMA_VERSION = "1"
@@ -141,33 +149,100 @@ _COMMON_NAMES = frozenset(c.name for c in COMMON_COLUMNS)
 
 _MERGE_CHUNK = 65536  # events materialised at a time: memory follows the chunk, not the trace
 
-
-# Event is a frozen slotted dataclass: its generated __init__ goes through object.__setattr__ once per field
-# (≈ 2 µs an event). Filling the same slots through their descriptors builds the identical object in ~60 % of that.
-_new_event = object.__new__
-_SET_TS, _SET_CPU, _SET_SEQ, _SET_NAME, _SET_PID, _SET_FIELDS = (
-    Event.__dict__[k].__set__ for k in ("ts_ns", "cpu", "seq", "name", "pid", "fields"))
+# tuple.__new__(Event, row) builds an Event (a NamedTuple) in C: no Python frame per event, unlike Event(...)
+_new_event = tuple.__new__
+_KEY_COLUMNS = ("ts_ns", "cpu", "seq", "pid")
 
 
-def _table_rows(name: str, table: pa.Table, payload: list[str]) -> list[Event]:
-    """``Event`` objects of ``table``'s rows, in row order (columns to Python once, no per-field lookups)."""
-    cols = [table.column(c).to_pylist() for c in ("ts_ns", "cpu", "seq", "pid")]
-    pcols = [table.column(c).to_pylist() for c in payload]
-    rows = zip(*pcols) if payload else iter(lambda: (), None)
-    new, cls = _new_event, Event
-    s_ts, s_cpu, s_seq, s_name, s_pid, s_fields = _SET_TS, _SET_CPU, _SET_SEQ, _SET_NAME, _SET_PID, _SET_FIELDS
-    out = []
-    append = out.append
-    for t, c, s, p, vals in zip(*cols, rows):
-        ev = new(cls)
-        s_ts(ev, t)
-        s_cpu(ev, c)
-        s_seq(ev, s)
-        s_name(ev, name)
-        s_pid(ev, p)
-        s_fields(ev, dict(zip(payload, vals)))
-        append(ev)
-    return out
+def _pylist(col: Any) -> list[Any]:
+    """One Arrow column as a Python list. Integer columns without nulls go through numpy: ``tolist`` gives the
+    same Python ints ~5x faster than pyarrow's ``to_pylist`` (strings, lists and nullable columns keep it)."""
+    if pa.types.is_integer(col.type) and col.null_count == 0:
+        return col.to_numpy().tolist()  # type: ignore[no-any-return]
+    return col.to_pylist()  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=None)
+def _fields_builder(payload: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
+    """A function ``(v0, v1, ...) -> {payload[0]: v0, payload[1]: v1, ...}``, made once per payload layout.
+
+    A dict display builds an event's field dict ~2.5x faster than ``dict(zip(names, values))``, and the field
+    dicts are most of what building an event costs. The names enter the source only as ``repr`` literals.
+    """
+    args = ", ".join(f"v{i}" for i in range(len(payload)))
+    body = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(payload))
+    return eval(f"lambda {args}: {{{body}}}", {"__builtins__": {}})  # type: ignore[no-any-return]
+
+
+def _table_rows(name: str, table: Any, payload: list[str]) -> list[Event]:
+    """``Event`` objects of the rows of ``table`` (a Table or RecordBatch, usually a zero-copy slice), in row
+    order. Columns become Python lists once; rows and field dicts are built by ``map``/``zip``, with no Python
+    loop of our own."""
+    n = table.num_rows
+    ts, cpu, seq, pid = (_pylist(table.column(c)) for c in _KEY_COLUMNS)
+    if payload:
+        fields: Iterator[dict[str, Any]] = map(_fields_builder(tuple(payload)),
+                                                *[_pylist(table.column(c)) for c in payload])
+    else:
+        fields = map(dict, repeat((), n))
+    return list(map(_new_event, repeat(Event), zip(ts, cpu, seq, repeat(name, n), pid, fields)))
+
+
+def _gather(sources: list[tuple[str, Any, list[str]]], src: Any, rows: Any) -> list[Event]:
+    """Events in merged order: position ``k`` is row ``rows[k]`` of ``sources[src[k]]`` (name, table, payload).
+
+    One CPU's rows of one table take a contiguous, ascending range of any merged chunk (a CPU stream is in time
+    order), so each such range is built from a zero-copy slice; the built lists are concatenated and put in
+    merged order by one C-level ``itemgetter`` (no per-event Python scatter loop, no ``Table.take``). Rows that
+    are not in contiguous runs (timestamps going backwards within a CPU) fall back to one ``take`` per source.
+    """
+    import numpy as np
+
+    n = len(src)
+    if n == 0:
+        return []
+    first = int(src[0])
+    if bool(np.all(src == first)) and bool(np.all(np.diff(rows) > 0)):
+        by_src = None  # one source, rows ascending: merged order is row order
+        s_src, s_rows = src, rows
+    else:
+        # in (source, row) order, each CPU's rows of one source are one contiguous range
+        by_src = np.argsort(src.astype(np.int64) << 40 | rows.astype(np.int64))
+        s_src, s_rows = src[by_src], rows[by_src]
+    cuts = np.flatnonzero((np.diff(s_src) != 0) | (np.diff(s_rows) != 1)) + 1
+    bounds = [0, *cuts.tolist(), n]
+    # Every event is a new GC-tracked tuple and all survive the chunk: the collector would run a full pass every
+    # few ten thousand of them (half the build time) though they form no cycles. Paused for the chunk only.
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _gather_runs(sources, s_src, s_rows, bounds, by_src)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _gather_runs(sources: list[tuple[str, Any, list[str]]], s_src: Any, s_rows: Any, bounds: list[int],
+                 by_src: Any) -> list[Event]:
+    """The build step of :func:`_gather`: rows in (source, row) order, ``bounds`` cutting them into runs."""
+    import numpy as np
+
+    n = bounds[-1]
+    out: list[Event] = []
+    if len(bounds) - 1 <= 4 + n // 64:
+        for lo, hi in zip(bounds, bounds[1:]):
+            name, t, payload = sources[int(s_src[lo])]
+            out += _table_rows(name, t.slice(int(s_rows[lo]), hi - lo), payload)
+    else:  # fragmented (time going backwards within a CPU): one take per source
+        scuts = [0, *(np.flatnonzero(np.diff(s_src)) + 1).tolist(), n]
+        for lo, hi in zip(scuts, scuts[1:]):
+            name, t, payload = sources[int(s_src[lo])]
+            out += _table_rows(name, t.take(pa.array(s_rows[lo:hi])), payload)
+    if by_src is None:
+        return out
+    inv = np.empty(n, dtype=np.int64)
+    inv[by_src] = np.arange(n)
+    return list(itemgetter(*inv.tolist())(out)) if n > 1 else out
 
 
 def iter_events(tables: Mapping[str, pa.Table], names: Iterable[str] | None = None) -> Iterator[Event]:
@@ -182,6 +257,12 @@ def iter_events(tables: Mapping[str, pa.Table], names: Iterable[str] | None = No
         each CPU, which the parsers guarantee; the merge never re-sorts one CPU's stream. Rows with equal keys
         come in table order, then row order (a stable merge).
     """
+    # The generator yields whole chunks and chain() flattens them in C: no generator resume per event.
+    return chain.from_iterable(_event_chunks(tables, names))
+
+
+def _event_chunks(tables: Mapping[str, pa.Table], names: Iterable[str] | None) -> Iterator[list[Event]]:
+    """:func:`iter_events`, one merged chunk (a list of events) at a time."""
     import numpy as np
 
     wanted = set(names) if names is not None else None
@@ -201,31 +282,12 @@ def iter_events(tables: Mapping[str, pa.Table], names: Iterable[str] | None = No
     starts = np.cumsum([0] + [t.num_rows for _, t in keep])
     order = np.lexsort((seq, cpu, ts)) if len(keep) > 1 or not _is_sorted(ts, cpu, seq) else None
     del ts, cpu, seq
-    payloads = [[c for c in t.column_names if c not in _COMMON_NAMES] for _, t in keep]
+    sources = [(k, t, [c for c in t.column_names if c not in _COMMON_NAMES]) for k, t in keep]
     n = int(starts[-1])
     for lo in range(0, n, _MERGE_CHUNK):
         idx = order[lo:lo + _MERGE_CHUNK] if order is not None else np.arange(lo, min(n, lo + _MERGE_CHUNK))
         which = tid[idx]
-        present = np.unique(which)
-        if len(present) == 1:
-            i = int(present[0])
-            key_, t = keep[i]
-            rows = idx - starts[i]
-            if order is None or bool(np.all(np.diff(rows) == 1)):
-                sub = t.slice(int(rows[0]), len(rows))
-            else:
-                sub = t.take(pa.array(rows))
-            yield from _table_rows(key_, sub, payloads[i])
-            continue
-        out: list[Any] = [None] * len(idx)
-        for i in present.tolist():
-            key_, t = keep[i]
-            pos = np.flatnonzero(which == i)
-            rows = idx[pos] - starts[i]
-            evs = _table_rows(key_, t.take(pa.array(rows)), payloads[i])
-            for p, ev in zip(pos.tolist(), evs):
-                out[p] = ev
-        yield from out
+        yield _gather(sources, which, idx - starts[which])
 
 
 def _is_sorted(ts: Any, cpu: Any, seq: Any) -> bool:
@@ -241,6 +303,170 @@ def _is_sorted(ts: Any, cpu: Any, seq: Any) -> bool:
     dc = np.diff(cpu)
     ok = (dt > 0) | (same & ((dc > 0) | ((dc == 0) & (np.diff(seq) >= 0))))
     return bool(np.all(ok))
+
+
+# -- streaming merge: one iterator of record batches per CPU, a watermark, one page block per CPU in memory -----
+
+class _Run:
+    """Rows of one batch of one CPU stream not yet handed out (``pos`` onwards), with their merge keys."""
+
+    __slots__ = ("name", "batch", "payload", "ts", "cpu", "seq", "pos", "ordered")
+
+    def __init__(self, name: str, batch: Any, payload: list[str]) -> None:
+        import numpy as np
+
+        self.name, self.batch, self.payload = name, batch, payload
+        # uint64 columns viewed as int64 (timestamps and seq stay below 2**63): no copy
+        self.ts = batch.column("ts_ns").to_numpy().view(np.int64)
+        self.cpu = batch.column("cpu").to_numpy()
+        self.seq = batch.column("seq").to_numpy().view(np.int64)
+        self.pos = 0
+        self.ordered = bool(np.all(np.diff(self.ts) >= 0))
+
+    def cut(self, watermark: int | None) -> int:
+        """Index of the first row at or after ``watermark`` (None: no limit), never before ``pos``."""
+        import numpy as np
+
+        if watermark is None:
+            return len(self.ts)
+        if self.ordered:
+            return max(self.pos, int(np.searchsorted(self.ts, watermark, side="left")))
+        late = np.flatnonzero(self.ts[self.pos:] >= watermark)  # time went backwards: hand out a prefix only
+        return self.pos + int(late[0]) if late.size else len(self.ts)
+
+
+class _CpuStream:
+    """One CPU's batch iterator, split into *groups*: runs of batches that hold whole page blocks."""
+
+    __slots__ = ("it", "rank", "open", "last_rank", "held", "bound", "done", "max_held")
+
+    def __init__(self, it: Iterator[tuple[str, Any]], rank: Mapping[str, int] | None) -> None:
+        self.it = it
+        self.rank = rank
+        self.open: list[tuple[str, Any]] = []
+        self.last_rank = -1
+        self.held: list[_Run] = []  # rows of closed groups not handed out yet
+        self.bound: int | None = None  # newest ts of the closed groups: later rows of this CPU are not older
+        self.done = False
+        self.max_held = 0  # most batches held at once (open + closed), for the memory tests
+
+
+def iter_stream_events(streams: Iterable[Iterable[tuple[str, Any]]], block_rank: Mapping[str, int] | None = None,
+                       *, batch_filter: Any = None, stats: dict[str, Any] | None = None) -> Iterator[Event]:
+    """Merge per-CPU streams of record batches by ``(ts_ns, cpu, seq)`` in memory bounded by a few batches each.
+
+    Each stream is one CPU's ``(key, batch)`` pairs in that CPU's order, as ``TraceDat.iter_batches(cpus=[c])``
+    yields them: page block after page block, and within a block one batch per event type, in increasing
+    ``block_rank[key]`` (the event id), so a batch whose rank is not above its predecessor's starts a new block.
+    A block's batches interleave in time, so a CPU's rows become final only when its *group* of batches is
+    closed by the next block's first batch; ``bound`` is then the group's newest timestamp, and later rows of
+    that CPU are not older (a CPU stream is in time order). A row is handed out once its ts is below the
+    watermark, the least ``bound`` over the CPUs not yet at their end; the CPU with the least bound is always the
+    one read next. Every CPU thus holds about two groups: the one being read and the one at the watermark.
+    Without ``block_rank`` (or from a key it lacks on) a stream is one group: the whole stream is held, which is
+    correct but not bounded.
+
+    The order equals :func:`iter_events` over the same rows: rows are handed out window by window, each
+    window sorted by ``(ts_ns, cpu, seq)`` with ties in event-key order, then CPU order, then stream order (the
+    tables' order). If a CPU's time went backwards across a window, the older row comes late (``stats["late"]``).
+
+    Args:
+        streams: one iterable of ``(key, batch)`` per CPU.
+        block_rank: each key's position within a page block (``EventFormat.id``).
+        batch_filter: ``f(key, batch) -> batch`` applied to each batch before any row becomes Python
+            (e.g. :func:`prefilter_replay_batch`).
+        stats: if given, receives ``max_held`` (most batches one CPU held at once), ``windows`` and ``late``.
+
+    Yields:
+        :class:`Event` objects in merged order.
+    """
+    return chain.from_iterable(_stream_chunks(streams, block_rank, batch_filter, stats))
+
+
+def _stream_chunks(streams: Iterable[Iterable[tuple[str, Any]]], block_rank: Mapping[str, int] | None,
+                   batch_filter: Any, stats: dict[str, Any] | None) -> Iterator[list[Event]]:
+    """:func:`iter_stream_events`, one merged chunk (a list of events) at a time."""
+    import numpy as np
+
+    cpus = [_CpuStream(iter(s), block_rank) for s in streams]
+    windows = late = 0
+    newest: int | None = None  # newest ts handed out so far
+
+    def close(s: _CpuStream) -> None:
+        for key, batch in s.open:
+            if not batch.num_rows:
+                continue
+            # the bound counts every row read, also those the filter drops
+            top = int(batch.column("ts_ns").to_numpy().max())
+            s.bound = top if s.bound is None else max(s.bound, top)
+            if batch_filter is not None:
+                batch = batch_filter(key, batch)
+                if not batch.num_rows:
+                    continue
+            s.held.append(_Run(key, batch, [c for c in batch.schema.names if c not in _COMMON_NAMES]))
+        s.open = []
+
+    def advance(s: _CpuStream) -> None:
+        """Read ``s`` until one more group is closed (or the stream ends)."""
+        for key, batch in s.it:
+            r = s.rank.get(key) if s.rank is not None else None
+            if r is None:
+                s.rank = None  # a key without a rank: this stream can no longer be split into blocks
+            elif s.open and r <= s.last_rank:
+                close(s)
+                s.open.append((key, batch))
+                s.last_rank = r
+                s.max_held = max(s.max_held, len(s.held) + 1)
+                return
+            s.open.append((key, batch))
+            s.last_rank = -1 if r is None else r
+            s.max_held = max(s.max_held, len(s.held) + len(s.open))
+        close(s)
+        s.done = True
+
+    while True:
+        live = [s for s in cpus if not s.done]
+        if live:
+            # the CPU that holds the watermark back (no closed group yet counts as the oldest)
+            advance(min(live, key=lambda s: -1 if s.bound is None else s.bound))
+            live = [s for s in cpus if not s.done]
+            if any(s.bound is None for s in live):
+                continue
+        wm = min(s.bound for s in live) if live else None  # type: ignore[type-var]
+        parts: list[tuple[_Run, int, int]] = []
+        for s in cpus:
+            for run in s.held:
+                hi = run.cut(wm)
+                if hi > run.pos:
+                    parts.append((run, run.pos, hi))
+                    run.pos = hi
+            s.held = [r for r in s.held if r.pos < len(r.ts)]
+        if parts:
+            windows += 1
+            # ties keep event-key order, then CPU order, then stream order: what iter_events does over tables
+            parts.sort(key=lambda p: (p[0].name, int(p[0].cpu[0])))
+            ts = np.concatenate([r.ts[lo:hi] for r, lo, hi in parts])
+            if newest is not None:
+                late += int(np.count_nonzero(ts < newest))
+            cpu = np.concatenate([r.cpu[lo:hi] for r, lo, hi in parts]).astype(np.int64, copy=False)
+            seq = np.concatenate([r.seq[lo:hi] for r, lo, hi in parts])
+            src = np.repeat(np.arange(len(parts), dtype=np.int32), [hi - lo for _, lo, hi in parts])
+            rows = np.concatenate([np.arange(lo, hi) for _, lo, hi in parts])
+            order = np.lexsort((seq, cpu, ts)) if len(parts) > 1 or not _is_sorted(ts, cpu, seq) else None
+            top = int(ts.max())
+            newest = top if newest is None else max(newest, top)
+            del ts, cpu, seq
+            sources = [(r.name, r.batch, r.payload) for r, _, _ in parts]
+            n = len(src)
+            for lo in range(0, n, _MERGE_CHUNK):
+                idx = order[lo:lo + _MERGE_CHUNK] if order is not None else np.arange(lo, min(n, lo + _MERGE_CHUNK))
+                yield _gather(sources, src[idx], rows[idx])
+        if not live:
+            break
+    if stats is not None:
+        stats["max_held"] = max((s.max_held for s in cpus), default=0)
+        stats["windows"] = windows
+        stats["late"] = late
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -584,9 +810,30 @@ def write_replay_tables(result: Any, out_dir: str) -> list[str]:
     return out
 
 
+_MAGAZINE_CACHE = "iommu_iova_magazine"
+
+
+def prefilter_replay_batch(key: str, batch: Any) -> Any:
+    """Drop rows the IOVA replay ignores from one event table or batch, before any per-event Python:
+    kmem_cache_free of caches other than ``iommu_iova_magazine`` (the 6.12 lab filters allocations by size,
+    frees only by call site).
+
+    Args:
+        key: the batch's ``"system:name"``.
+        batch: a ``pa.RecordBatch`` or ``pa.Table`` of that event.
+
+    Returns:
+        ``batch``, filtered (the same object when nothing applies).
+    """
+    if key == "kmem:kmem_cache_free" and "name" in batch.schema.names:
+        import pyarrow.compute as pc
+
+        return batch.filter(pc.equal(batch.column("name"), _MAGAZINE_CACHE))
+    return batch
+
+
 def prefilter_replay_tables(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
-    """Drop rows the IOVA replay ignores before any per-event Python: kmem_cache_free of caches other than
-    ``iommu_iova_magazine`` (the 6.12 lab filters allocations by size, frees only by call site).
+    """:func:`prefilter_replay_batch` on every table of ``tables``.
 
     Args:
         tables: event tables by ``"system:name"``.
@@ -594,12 +841,8 @@ def prefilter_replay_tables(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
     Returns:
         The same dict, filtered in place.
     """
-    import pyarrow.compute as pc
-
-    key = "kmem:kmem_cache_free"
-    t = tables.get(key)
-    if t is not None and "name" in t.column_names:
-        tables[key] = t.filter(pc.equal(t.column("name"), "iommu_iova_magazine"))
+    for key, t in tables.items():
+        tables[key] = prefilter_replay_batch(key, t)
     return tables
 
 
