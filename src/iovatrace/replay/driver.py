@@ -27,6 +27,7 @@ H6's models (dma-iommu cookies, devices, VT-d QI) plug in through :attr:`ReplayD
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -180,7 +181,7 @@ class ReplayDriver:
         self._lost_map: list[tuple[int, int, int] | None] = [None] * cpus
         self._dma_alloc: list[tuple[Any, Any, int] | None] = [None] * cpus
         self.unmaps = UnmapTracker()
-        self.fq_counts: dict[str, int] = {}
+        self._fq_events: dict[str, int] = {}  # by event name, in first-seen order (see fq_counts)
         self._losses = sorted(lost_events, reverse=True)  # popped from the end, earliest first
         self._next_deadline = at_ns if at_ns is not None else 1 << 64
         if self._losses:
@@ -255,14 +256,14 @@ class ReplayDriver:
         get = self._dispatch.get
         ncpu = len(self._pending)
         deadline = self._next_deadline
+        it = iter(events)
+        ev = next(it, None)
+        if ev is None:
+            return 0, None, 0
+        first = ts = ev.ts_ns
         n = 0
-        first = None
-        ts = 0
-        for ev in events:
+        for n, ev in enumerate(itertools.chain((ev,), it), 1):
             ts = ev.ts_ns
-            if first is None:
-                first = ts
-            n += 1
             if ts >= deadline:
                 self._deadline(ts)
                 deadline = self._next_deadline
@@ -271,8 +272,9 @@ class ReplayDriver:
                 if ev.cpu >= ncpu:
                     self._grow(ev.cpu)
                     ncpu = len(self._pending)
-                h[0](ev, h[1])
-                # handlers may arm an earlier deadline (_arm) and re-read it only then
+                handler, k = h
+                handler(ev, k)
+                # handlers may arm an earlier deadline (_arm): re-read it
                 deadline = self._next_deadline
         return n, first, ts
 
@@ -467,24 +469,33 @@ class ReplayDriver:
         f = ev.fields
         cpu = ev.cpu
         ts = ev.ts_ns
-        st = self._dom(f[k[0]], ts)
+        iovad = f[k[0]]
+        st = self.domains.get(iovad)
+        if st is None:
+            st = self._new_domain(iovad, ts, observed=False)
         self._cur[cpu] = st
         self._expect_free[cpu] = None
         if cpu not in self.online and not self.has_cpuhp:
             self.online.add(cpu)  # it runs again: it was brought back online (no cpuhp events to say when)
+        um = self.unmaps
         dn = self._devname[cpu]
         if dn is not None:
             st.devices.add(dn)
             self._devname[cpu] = None
-            self.unmaps.dev_owner[dn] = st
+            um.dev_owner[dn] = st
             dp = self._devptr[cpu]
             if dp is not None:
-                self.unmaps.dev_owner[dp] = st
+                um.dev_owner[dp] = st
         # A strict domain frees at unmap time: unmaps still open on this CPU lost their free_iova_fast hit.
-        for e in self.unmaps.alloc(st, cpu):
-            self._lost_free(st, cpu, e.pfn, e.pages, ts)
-        for e in self.unmaps.unknown_open(cpu):
-            self._attribute_unknown(cpu, e.pfn, e.pages, ts)
+        # (UnmapTracker.alloc and .unknown_open, their empty-ring answers checked here first.)
+        r = um.rings.get((st, cpu))
+        if r is not None and r.q and um.is_strict(st):
+            for e in um.alloc(st, cpu):
+                self._lost_free(st, cpu, e.pfn, e.pages, ts)
+        r = um.rings.get((None, cpu))
+        if r is not None and r.q:
+            for e in um.unknown_open(cpu):
+                self._attribute_unknown(cpu, e.pfn, e.pages, ts)
         p = self._pending[cpu]
         if p.st is not None:
             # The previous allocation's return was lost (kretprobe miss); the kernel did allocate: commit the
@@ -522,38 +533,26 @@ class ReplayDriver:
 
     def _on_alloc_iova_fast_ret(self, ev: Event, k: tuple[str, ...]) -> None:
         cpu = ev.cpu
-        ts = ev.ts_ns
         p = self._pending[cpu]
         st = p.st
         if st is None:
-            # The entry was lost: the device of the iommu_dma_alloc_iova before it names the domain.
-            actual = ev.fields[k[0]]
-            ctx = self._dma_alloc[cpu]
-            owner = None
-            if ctx is not None:
-                owner = self.unmaps.dev_owner.get(ctx[0]) or self.unmaps.dev_owner.get(ctx[1])
-            if owner is not None and actual and owner.destroyed_ns is None:
-                for e in self.unmaps.alloc(owner, cpu):  # a strict domain's open unmaps were freed by now
-                    self._lost_free(owner, cpu, e.pfn, e.pages, ts)
-                pages = (ctx[2] + 4095) >> 12
-                rsize = (1 << (pages - 1).bit_length() if pages > 1 else 1) if pages < 32 else pages
-                owner.dom.now = ts
-                self._resync_alloc(owner, cpu, rsize, actual)
-                owner.recon.add(actual)
-                self._touch(owner)
-                self._mapped[cpu] = (actual, actual + rsize - 1)
-            self._gap(ts, f"alloc_iova_fast return on cpu{cpu} without its entry (lost kprobe)"
-                          + (f"; pfn {actual:#x} given to {owner.name}" if owner is not None else ""))
+            self._ret_without_entry(ev, k)
             return
         p.st = None
+        ts = ev.ts_ns
         actual = ev.fields[k[0]]
         dom = st.dom
         dom.now = ts
         size = p.size
-        rsize = (1 << (size - 1).bit_length() if size > 1 else 1) if size < 32 else size
-        bin_ = order_base_2(rsize)
-        if bin_ > UNCACHED_BIN:
-            bin_ = UNCACHED_BIN
+        # alloc_iova_fast's rounding and the bin it picks (order_base_2, capped at the uncached class)
+        if size < 32:
+            rsize = 1 << (size - 1).bit_length() if size > 1 else 1
+            bin_ = (rsize - 1).bit_length()
+        else:
+            rsize = size
+            bin_ = (size - 1).bit_length()
+            if bin_ > UNCACHED_BIN:
+                bin_ = UNCACHED_BIN
         pred = p.pred
         src = p.src
         st.allocs += 1
@@ -592,36 +591,41 @@ class ReplayDriver:
             matched = False
             self._check_overlap(st, ev, actual, rsize)
             self._resync_alloc(st, cpu, rsize, actual)
-        self._touch(st)
+        for q in self._pending:  # _touch(st)
+            if q.st is st:
+                q.changed = True
         if st.ops:
             self._drain(st, ts, cpu)
         # rcache statistics: the trace's own nested alloc_iova decides hit/miss when probed.
         if actual:
-            miss = p.nested_alloc if self.has_alloc_iova else src in (FROM_TREE, FROM_FLUSH)
+            miss = p.nested_alloc if self.has_alloc_iova else src == FROM_TREE or src == FROM_FLUSH
             if miss:
                 st.misses[bin_] += 1
             else:
                 st.hits[bin_] += 1
+            self._mapped[cpu] = (actual, actual + rsize - 1)
+            # Its earlier unmap never saw a free: that free_iova_fast hit was lost before this allocation, so
+            # the prediction depended on a gap.
+            stale = self.unmaps.realloc(st, actual) > 0
         else:
             st.failures += 1
             if p.limit < dom.dma_32bit_pfn:
                 st.fail32 += 1
             if p.flush:
                 self._exhaustion(st, ev, p)
+            stale = False
         if p.nested_flush and src != FROM_FLUSH:
             st.rcache_flushes += 1
         # fidelity
         fid = self.fid
-        if actual:
-            self._mapped[cpu] = (actual, actual + rsize - 1)
-        stale = bool(actual) and self.unmaps.realloc(st, actual) > 0
         if stale:
-            # Its earlier unmap never saw a free: that free_iova_fast hit was lost before this allocation, so
-            # the prediction depended on a gap.
             st.lost_frees += 1
             st.findings_gap = f"lost free_iova_fast hits (kprobe misses), e.g. pfn {actual:#x}"
             self._gap(ts, f"pfn {actual:#x} in {st.name} allocated again without the free of its last unmap")
-        recon = stale or bool(st.recon and (pred in st.recon or actual in st.recon))
+        recon = stale
+        if not recon:
+            rc = st.recon
+            recon = bool(rc) and (pred in rc or actual in rc)
         if recon:
             st.recon.discard(pred)
             st.recon.discard(actual)
@@ -652,9 +656,12 @@ class ReplayDriver:
                 self._gap(ts, f"model diverged in {st.name} (predicted {pred:#x}, kernel {actual:#x}); "
                               "re-synchronised", (st,))
             if self.has_alloc_iova and st.taint_left == 0 and actual:
-                model_miss = p.src in (FROM_TREE, FROM_FLUSH)
-                fid.checks["rcache_miss"].record(model_miss == p.nested_alloc, ts_ns=ts, iovad=st.name,
-                                                 model_miss=model_miss, trace_miss=p.nested_alloc)
+                model_miss = p.src == FROM_TREE or p.src == FROM_FLUSH
+                chk = fid.checks["rcache_miss"]
+                if model_miss == p.nested_alloc:
+                    chk.agree += 1  # Check.record(True) without building its example
+                else:
+                    chk.record(False, ts_ns=ts, iovad=st.name, model_miss=model_miss, trace_miss=p.nested_alloc)
         else:
             fid.learned += 1
             st.learned += 1
@@ -663,6 +670,28 @@ class ReplayDriver:
                 st.learned_match += 1
         if self.timeline_ns:
             self._sample(st, ts)
+
+    def _ret_without_entry(self, ev: Event, k: tuple[str, ...]) -> None:
+        # The entry was lost: the device of the iommu_dma_alloc_iova before it names the domain.
+        cpu = ev.cpu
+        ts = ev.ts_ns
+        actual = ev.fields[k[0]]
+        ctx = self._dma_alloc[cpu]
+        owner = None
+        if ctx is not None:
+            owner = self.unmaps.dev_owner.get(ctx[0]) or self.unmaps.dev_owner.get(ctx[1])
+        if owner is not None and actual and owner.destroyed_ns is None:
+            for e in self.unmaps.alloc(owner, cpu):  # a strict domain's open unmaps were freed by now
+                self._lost_free(owner, cpu, e.pfn, e.pages, ts)
+            pages = (ctx[2] + 4095) >> 12
+            rsize = (1 << (pages - 1).bit_length() if pages > 1 else 1) if pages < 32 else pages
+            owner.dom.now = ts
+            self._resync_alloc(owner, cpu, rsize, actual)
+            owner.recon.add(actual)
+            self._touch(owner)
+            self._mapped[cpu] = (actual, actual + rsize - 1)
+        self._gap(ts, f"alloc_iova_fast return on cpu{cpu} without its entry (lost kprobe)"
+                      + (f"; pfn {actual:#x} given to {owner.name}" if owner is not None else ""))
 
     def _check_overlap(self, st: DomainState, ev: Event, actual: int, rsize: int) -> None:
         """The kernel handed out a range the model holds as allocated: overlap, or a free we never saw."""
@@ -765,7 +794,10 @@ class ReplayDriver:
         f = ev.fields
         cpu = ev.cpu
         ts = ev.ts_ns
-        st = self._dom(f[k[0]], ts)
+        iovad = f[k[0]]
+        st = self.domains.get(iovad)
+        if st is None:
+            st = self._new_domain(iovad, ts, observed=False)
         self._cur[cpu] = st
         if cpu not in self.online and not self.has_cpuhp:
             self.online.add(cpu)
@@ -785,9 +817,10 @@ class ReplayDriver:
             last = um.last_unmap.get(cpu)
             for e in um.older_unknown(cpu, last.ts if last is not None else ts):
                 self._attribute_unknown(cpu, e.pfn, e.pages, ts)
-        late = not self.unmaps.is_strict(st)  # a flush-queue batch: the lost frees happened some time ago
-        for e in lost:
-            self._lost_free(st, cpu, e.pfn, e.pages, ts, late=late)
+        if lost:
+            late = not um.is_strict(st)  # a flush-queue batch: the lost frees happened some time ago
+            for e in lost:
+                self._lost_free(st, cpu, e.pfn, e.pages, ts, late=late)
         if pfn in dom.cached_pfns:
             self._bad_free(st, ev, pfn, size, "double_free", "is already in a magazine")
             return
@@ -796,7 +829,9 @@ class ReplayDriver:
                 return
         if cpu >= dom.ncpus:
             dom.ensure_cpu(cpu)
-        self._touch(st)
+        for q in self._pending:  # _touch(st)
+            if q.st is st:
+                q.changed = True
         if dom.iova_rcache_insert(cpu, pfn, size):
             self._expect_free[cpu] = None
         else:
@@ -960,16 +995,29 @@ class ReplayDriver:
     def _on_iommu_dma_alloc_iova(self, ev: Event, k: tuple[str, ...]) -> None:
         # dma-iommu's caller: names the device whose alloc_iova_fast follows on this CPU.
         f = ev.fields
-        self._devname[ev.cpu] = f.get(k[4]) or None
-        self._devptr[ev.cpu] = f.get(k[3])
-        self._dma_alloc[ev.cpu] = (f.get(k[4]), f.get(k[3]), f.get(k[1]) or 0)
+        cpu = ev.cpu
+        name = f.get(k[4])
+        dev = f.get(k[3])
+        self._devname[cpu] = name or None
+        self._devptr[cpu] = dev
+        self._dma_alloc[cpu] = (name, dev, f.get(k[1]) or 0)
 
     # ------------------------------------------------------------------------------------------------ lost frees
 
     def _count_fq(self, ev: Event, k: tuple[str, ...]) -> None:
         # Flush-queue activity as the trace shows it (the dma-iommu extension models it in full).
-        name = ev.name.split(":", 1)[-1]
-        self.fq_counts[name] = self.fq_counts.get(name, 0) + 1
+        c = self._fq_events
+        name = ev.name
+        c[name] = c.get(name, 0) + 1
+
+    @property
+    def fq_counts(self) -> dict[str, int]:
+        """Flush-queue events seen (``fq_flush_iotlb``, ``fq_ring_free``...: names without their system)."""
+        out: dict[str, int] = {}
+        for name, n in self._fq_events.items():
+            short = name.split(":", 1)[-1]
+            out[short] = out.get(short, 0) + n
+        return out
 
     _on_fq_flush_iotlb = _count_fq
     _on_fq_flush_timeout = _count_fq

@@ -124,7 +124,10 @@ class UnmapTracker:
         if owner is None:
             owner = announced
         e = _Entry(pfn, pages, owner, ts)
-        self._ring(owner, cpu).add(e)
+        r = self.rings.get((owner, cpu))
+        if r is None:
+            r = self._ring(owner, cpu)
+        r.add(e)
         self.last_unmap[cpu] = e
 
     def attribute(self, cpu: int, dev: Any, pfn: int) -> Any:
@@ -171,6 +174,22 @@ class UnmapTracker:
         r = self.rings.get((owner, cpu))
         e = r.index.get(pfn) if r is not None else None
         if e is not None and e.open:
+            if owner is not None:
+                # The common case, first: its own ring (close_upto below, without the list when e is the
+                # oldest entry).
+                behind = r.seq - e.seq
+                if behind == 0:
+                    self.strict_evidence[owner] = self.strict_evidence.get(owner, 0) + 1
+                elif behind >= LAZY_BEHIND:
+                    self.lazy.add(owner)
+                q = r.q
+                if q[0] is e:
+                    q.popleft()
+                    if r.index.get(e.pfn) is e:
+                        del r.index[e.pfn]
+                    e.open = False
+                    return []
+                return list(r.close_upto(e))
             found = [((owner, cpu), r, e)]
         else:
             # Slow path: the timer freed another CPU's ring, or the unmap's domain was not known.
@@ -202,12 +221,16 @@ class UnmapTracker:
             How many open entries were closed (each one a free the trace lost before this allocation).
         """
         n = 0
-        for rings in (self.owner_rings.get(owner, ()), self.owner_rings.get(None, ())):
-            for r in rings:
-                e = r.index.get(pfn)
-                if e is not None and e.open:
-                    e.open = False
-                    n += 1
+        for r in self.owner_rings.get(owner, ()):
+            e = r.index.get(pfn)
+            if e is not None and e.open:
+                e.open = False
+                n += 1
+        for r in self.owner_rings.get(None, ()):
+            e = r.index.get(pfn)
+            if e is not None and e.open:
+                e.open = False
+                n += 1
         return n
 
     def is_strict(self, owner: Any) -> bool:

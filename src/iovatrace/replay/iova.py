@@ -133,6 +133,9 @@ class IovaDomain:
 
     def find_iova(self, pfn: int) -> tuple[int, int] | None:
         """private_find_iova(): the node ``(pfn_lo, pfn_hi)`` containing pfn, or ``None`` (anchor excluded)."""
+        hi = self._hi.get(pfn)
+        if hi is not None:  # pfn starts a node: no search needed
+            return (pfn, hi) if pfn != IOVA_ANCHOR else None
         lo_list = self._lo
         i = lo_list.bisect_right(pfn) - 1
         if i < 0:

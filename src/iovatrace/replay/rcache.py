@@ -126,7 +126,7 @@ class RcacheDomain(IovaDomain):
     """
 
     __slots__ = ("profile", "mag_size", "ncpus", "online", "rcaches", "ops", "last_source", "now",
-                 "cached_pfns", "bug_modes", "list_depot")
+                 "cached_pfns", "bug_modes", "list_depot", "_mag_of", "_mag_dups", "_round_below")
 
     def __init__(self, profile: KernelProfile, ncpus: int, granule: int = 4096, start_pfn: int = 1, *,
                  iovad: int | None = None, online: set[int] | None = None, with_rcaches: bool = True,
@@ -135,12 +135,19 @@ class RcacheDomain(IovaDomain):
         self.profile = profile
         self.mag_size = profile.mag_size
         self.list_depot = profile.list_depot
+        # alloc_iova_fast rounds sizes below this up to a power of two (the largest cached size)
+        self._round_below = 1 << max(0, profile.rcache_range_max_size - 1)
         self.ncpus = ncpus
         self.online = online if online is not None else set(range(ncpus))
         self.ops: list[tuple] | None = None
         self.last_source = ALLOC_FAIL
         self.now = 0
         self.cached_pfns: set[int] = set()
+        # pfn → the magazine holding it, so that uncache() finds it without scanning every CPU's magazines.
+        # Exact while no pfn sits in two magazines at once; a re-synchronised model can get there (a depot pfn
+        # the kernel handed out is freed again), and then _mag_dups sends uncache() back to the full scan.
+        self._mag_of: dict[int, IovaMagazine] = {}
+        self._mag_dups = False
         self.bug_modes = frozenset(bug_modes)
         self.rcaches: list[IovaRcache] | None = None
         if with_rcaches:
@@ -187,8 +194,10 @@ class RcacheDomain(IovaDomain):
             self.ops.append(("free_pfns", cpu, mag, len(mag.pfns)))
         missing = []
         cached = self.cached_pfns
+        mag_of = self._mag_of
         for pfn in mag.pfns:
             cached.discard(pfn)
+            mag_of.pop(pfn, None)
             if self._hi.get(pfn) is None:
                 missing.append(pfn)
                 continue
@@ -240,6 +249,8 @@ class RcacheDomain(IovaDomain):
                 self.cached_pfns.difference_update(mag.pfns)
             self._drain_depot(rc, bin_, cpu, return_pfns=False, site="free_iova_rcaches")
         self.rcaches = None
+        self._mag_of = {}
+        self._mag_dups = False
 
     def put_iova_domain(self, cpu: int = 0) -> list[tuple[int, int]]:  # type: ignore[override]
         """put_iova_domain(): free_iova_rcaches(), then every tree node.
@@ -258,7 +269,7 @@ class RcacheDomain(IovaDomain):
 
         ``size`` is the caller's unrounded page count; its order picks the bin.
         """
-        bin_ = order_base_2(size)
+        bin_ = (size - 1).bit_length() if size > 1 else 0  # order_base_2
         rcaches = self.rcaches
         if rcaches is None or bin_ >= len(rcaches):
             return False
@@ -287,12 +298,23 @@ class RcacheDomain(IovaDomain):
                 # ≤6.6 depot overflow: the full magazine's pfns go back to the tree (after the push below).
                 crc.loaded.pfns.append(pfn)
                 self.cached_pfns.add(pfn)
+                self._index(pfn, crc.loaded)
                 self.iova_magazine_free_pfns(full, cpu)
                 self._free_mag(cpu, full)
                 return True
-        crc.loaded.pfns.append(pfn)
+        mag = crc.loaded
+        mag.pfns.append(pfn)
         self.cached_pfns.add(pfn)
+        mag_of = self._mag_of
+        if pfn in mag_of:
+            self._mag_dups = True
+        mag_of[pfn] = mag
         return True
+
+    def _index(self, pfn: int, mag: IovaMagazine) -> None:
+        if pfn in self._mag_of:
+            self._mag_dups = True
+        self._mag_of[pfn] = mag
 
     def free_iova_fast(self, cpu: int, pfn: int, size: int) -> int:
         """free_iova_fast(): into the rcache, else free_iova().
@@ -306,14 +328,6 @@ class RcacheDomain(IovaDomain):
 
     # ------------------------------------------------------------------------------------------- alloc side
 
-    @staticmethod
-    def _mag_pop_index(pfns: list[int], limit: int) -> int:
-        # iova_magazine_pop(): scan from the top for the first pfn <= limit; -1 if none.
-        for i in range(len(pfns) - 1, -1, -1):
-            if pfns[i] <= limit:
-                return i
-        return -1
-
     def iova_rcache_get(self, cpu: int, size: int, limit_excl: int) -> int:
         """iova_rcache_get(): pop a cached pfn that fits under the limit, or 0.
 
@@ -322,7 +336,7 @@ class RcacheDomain(IovaDomain):
             size: rounded size (picks the bin).
             limit_excl: alloc_iova_fast's limit_pfn + 1; a pfn is accepted if pfn ≤ limit_excl - size.
         """
-        bin_ = order_base_2(size)
+        bin_ = (size - 1).bit_length() if size > 1 else 0  # order_base_2
         rcaches = self.rcaches
         if rcaches is None or bin_ >= len(rcaches):
             return 0
@@ -330,7 +344,15 @@ class RcacheDomain(IovaDomain):
         if cpu >= self.ncpus:
             self.ensure_cpu(cpu)
         crc = rc.cpu_rcaches[cpu]
-        if crc.loaded.pfns:
+        pfns = crc.loaded.pfns
+        if pfns and pfns[-1] <= limit_excl - size:
+            # The top fits (the usual case): iova_magazine_pop() takes it, nothing moves.
+            pfn = pfns.pop()
+            self.cached_pfns.discard(pfn)
+            self._mag_of.pop(pfn, None)
+            self.last_source = HIT_LOADED
+            return pfn
+        if pfns:
             source = HIT_LOADED
         elif crc.prev.pfns:
             crc.loaded, crc.prev = crc.prev, crc.loaded
@@ -342,14 +364,19 @@ class RcacheDomain(IovaDomain):
         else:
             return 0
         pfns = crc.loaded.pfns
-        i = self._mag_pop_index(pfns, limit_excl - size)
-        if i < 0:
+        limit = limit_excl - size
+        # iova_magazine_pop(): scan from the top for the first pfn <= limit
+        for i in range(len(pfns) - 1, -1, -1):
+            if pfns[i] <= limit:
+                break
+        else:
             return 0
         pfn = pfns[i]
         last = pfns.pop()
         if i < len(pfns):
             pfns[i] = last
         self.cached_pfns.discard(pfn)
+        self._mag_of.pop(pfn, None)
         self.last_source = source
         return pfn
 
@@ -365,7 +392,7 @@ class RcacheDomain(IovaDomain):
         Returns:
             The pfn, or 0 on failure; :attr:`last_source` says where it came from.
         """
-        if size < (1 << (self.profile.rcache_range_max_size - 1)):
+        if size < self._round_below:
             size = 1 << ((size - 1).bit_length()) if size > 1 else 1
         pfn = self.iova_rcache_get(cpu, size, limit_pfn + 1)
         if pfn:
@@ -392,27 +419,30 @@ class RcacheDomain(IovaDomain):
         Returns:
             ``(pfn, source)``; ``(0, FROM_FLUSH)`` means the answer needs the flush-and-retry (not predicted here).
         """
-        if size < (1 << (self.profile.rcache_range_max_size - 1)):
+        if size < self._round_below:
             size = 1 << ((size - 1).bit_length()) if size > 1 else 1
-        bin_ = order_base_2(size)
+        bin_ = (size - 1).bit_length() if size > 1 else 0  # order_base_2
         rcaches = self.rcaches
         if rcaches is not None and bin_ < len(rcaches):
             rc = rcaches[bin_]
             if cpu >= self.ncpus:
                 self.ensure_cpu(cpu)
             crc = rc.cpu_rcaches[cpu]
-            if crc.loaded.pfns:
-                mag, source = crc.loaded, HIT_LOADED
+            pfns = crc.loaded.pfns
+            if pfns:
+                source = HIT_LOADED
             elif crc.prev.pfns:
-                mag, source = crc.prev, HIT_PREV
+                pfns, source = crc.prev.pfns, HIT_PREV
             elif rc.depot:
-                mag, source = rc.depot[-1], HIT_DEPOT
+                pfns, source = rc.depot[-1].pfns, HIT_DEPOT
             else:
-                mag, source = None, 0
-            if mag is not None:
-                i = self._mag_pop_index(mag.pfns, limit_pfn + 1 - size)
-                if i >= 0:
-                    return mag.pfns[i], source
+                source = 0
+            if source:
+                limit = limit_pfn + 1 - size
+                # iova_magazine_pop()'s choice: from the top, the first pfn <= limit
+                for i in range(len(pfns) - 1, -1, -1):
+                    if pfns[i] <= limit:
+                        return pfns[i], source
         pfn = self.search(size, limit_pfn + 1, True)
         if pfn is not None:
             return pfn, FROM_TREE
@@ -506,6 +536,18 @@ class RcacheDomain(IovaDomain):
         """
         if pfn not in self.cached_pfns or self.rcaches is None:
             return False
+        mag = self._mag_of.get(pfn)
+        if mag is not None and not self._mag_dups:
+            # The index names the one magazine holding pfn: take it out if a CPU holds that magazine, leave it
+            # if the depot does (as the scan below would).
+            for rc in self.rcaches:
+                for c in rc.cpu_rcaches:
+                    if c.loaded is mag or c.prev is mag:
+                        mag.pfns.remove(pfn)
+                        self.cached_pfns.discard(pfn)
+                        del self._mag_of[pfn]
+                        return True
+            return False
         hi = self._hi.get(pfn)
         bins = [order_base_2(hi - pfn + 1)] if hi is not None else []
         bins += [b for b in range(len(self.rcaches)) if b not in bins]
@@ -522,6 +564,8 @@ class RcacheDomain(IovaDomain):
                 if pfn in mag.pfns:
                     mag.pfns.remove(pfn)
                     self.cached_pfns.discard(pfn)
+                    if self._mag_of.get(pfn) is mag:
+                        del self._mag_of[pfn]
                     return True
         return False
 
