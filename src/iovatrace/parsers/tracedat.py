@@ -485,7 +485,8 @@ class TraceDat:
             cpus: CPUs to read; default all (see :meth:`iter_record_blocks`).
 
         Yields:
-            One batch per event type per page block, in each CPU stream's order.
+            One batch per event type per page block, in each CPU stream's order; within a block, batches come in
+            increasing event id (``schema.iter_stream_events`` relies on it to see where a block ends).
 
         Raises:
             TraceFormatError: in strict mode, at the first damage.
