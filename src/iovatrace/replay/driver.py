@@ -108,8 +108,8 @@ class ReplayResult:
 class _Pending:
     """An alloc_iova_fast between entry and return on one CPU (reused, no per-event allocation)."""
 
-    __slots__ = ("st", "size", "limit", "flush", "pred", "src", "key", "nested_alloc", "nested_flush",
-                 "nested_pfn", "fp_seen", "changed")
+    __slots__ = ("st", "size", "limit", "flush", "pred", "src", "ev", "nested_alloc", "nested_flush",
+                 "nested_pfn", "changed")
 
     def __init__(self) -> None:
         self.st: DomainState | None = None
@@ -256,13 +256,16 @@ class ReplayDriver:
         get = self._dispatch.get
         ncpu = len(self._pending)
         deadline = self._next_deadline
+        # A list is counted by its length; any other iterable one by one (enumerate).
+        sized = isinstance(events, (list, tuple))
         it = iter(events)
         ev = next(it, None)
         if ev is None:
             return 0, None, 0
         first = ts = ev.ts_ns
         n = 0
-        for n, ev in enumerate(itertools.chain((ev,), it), 1):
+        for n, ev in (enumerate(itertools.chain((ev,), it), 1) if not sized else
+                      zip(itertools.repeat(0), itertools.chain((ev,), it))):
             ts = ev.ts_ns
             if ts >= deadline:
                 self._deadline(ts)
@@ -276,7 +279,7 @@ class ReplayDriver:
                 handler(ev, k)
                 # handlers may arm an earlier deadline (_arm): re-read it
                 deadline = self._next_deadline
-        return n, first, ts
+        return (len(events) if sized else n), first, ts  # type: ignore[arg-type]
 
     def step(self, ev: Event) -> None:
         """Apply one event (for callers that drive the loop themselves)."""
@@ -524,11 +527,10 @@ class ReplayDriver:
         p.flush = f[k[3]]
         p.pred = pred
         p.src = src
-        p.key = (ts, cpu, ev.seq)
+        p.ev = ev  # the entry, for findings that cite it (_key)
         p.nested_alloc = False
         p.nested_flush = False
         p.nested_pfn = None
-        p.fp_seen = 0
         p.changed = False
 
     def _on_alloc_iova_fast_ret(self, ev: Event, k: tuple[str, ...]) -> None:
@@ -577,7 +579,7 @@ class ReplayDriver:
             matched = res == actual
             if src == FROM_FLUSH:
                 st.rcache_flushes += 1
-                self._flush_storm(st, ts, p.key)
+                self._flush_storm(st, ts, self._key(p.ev))
             if not matched:
                 self._resync_alloc(st, cpu, rsize, actual)
         elif pred == actual:
@@ -1110,6 +1112,9 @@ class ReplayDriver:
         size = f[k[1]]
         pfn = f[k[0]] >> 12
         um = self.unmaps
+        if not VERIFY_UNMAP_OWNER:
+            um.unmap(ev.cpu, pfn, (size + 4095) >> 12, ev.ts_ns)  # the owner announced on this CPU
+            return
         owner = um.next_owner.get(ev.cpu)
         # The announced device can be wrong (an interrupt's unmap nested in the task's): the unmapped pfn must
         # be a live allocation of its domain; otherwise take the one domain where it is.
@@ -1186,7 +1191,7 @@ class ReplayDriver:
             "iova_exhaustion", Severity.WARNING, ev.ts_ns,
             f"alloc_iova_fast of {p.size} pages below pfn {p.limit:#x} failed even after flushing the rcaches: "
             "the IOVA space is exhausted (the DMA mapping fails)", domain=st.name, certainty=cert, gap=gap,
-            events=(p.key, self._key(ev)), details={"size": p.size, "limit_pfn": p.limit}))
+            events=(self._key(p.ev), self._key(ev)), details={"size": p.size, "limit_pfn": p.limit}))
 
     def _seed_b(self, st: DomainState, ts: int, cpu: int, bin_: int, site: str) -> None:
         if any(fd.kind == "empty_depot_pop" and fd.domain == st.name and fd.details.get("site") == site

@@ -105,14 +105,35 @@ class UnmapTracker:
         self.strict_evidence: dict[Any, int] = {}
         self.lazy: set[Any] = set()
         self.last_unmap: dict[int, _Entry] = {}  # cpu -> most recent entry opened on it
-        self.owner_rings: dict[Any, list[_Ring]] = {}  # owner -> its rings (realloc's fast path)
+        self.owner_rings: dict[Any, list[_Ring]] = {}  # owner -> its rings
+        # What a search by pfn for an owner looks at: its rings and the unknown-owner rings, in creation order
+        # (the order of self.rings), each with "unknown owner?"; _scan_none alone for an owner without rings.
+        self._scan: dict[Any, list[tuple[bool, _Ring]]] = {}
+        self._scan_none: list[tuple[bool, _Ring]] = []
 
     def _ring(self, owner: Any, cpu: int) -> _Ring:
         r = self.rings.get((owner, cpu))
         if r is None:
             r = self.rings[(owner, cpu)] = _Ring()
             self.owner_rings.setdefault(owner, []).append(r)
+            if owner is None:
+                item = (True, r)
+                self._scan_none.append(item)
+                for lst in self._scan.values():
+                    lst.append(item)
+            else:
+                lst = self._scan.get(owner)
+                if lst is None:
+                    lst = self._scan[owner] = list(self._scan_none)
+                lst.append((False, r))
         return r
+
+    def _rebuild_scan(self) -> None:
+        self._scan_none = [(True, r) for k, r in self.rings.items() if k[0] is None]
+        self._scan = {}
+        for owner in {k[0] for k in self.rings if k[0] is not None}:
+            self._scan[owner] = [(k[0] is None, r) for k, r in self.rings.items()
+                                 if k[0] is owner or k[0] is None]
 
     def announce(self, cpu: int, dev: Any) -> None:
         """A device is about to unmap on cpu (``__iommu_dma_unmap`` dev pointer, ``dma:dma_unmap_sg`` name)."""
@@ -190,17 +211,16 @@ class UnmapTracker:
                     e.open = False
                     return []
                 return list(r.close_upto(e))
-            found = [((owner, cpu), r, e)]
+            found = [(True, r, e)]
         else:
             # Slow path: the timer freed another CPU's ring, or the unmap's domain was not known.
             found = []
-            for key, r2 in self.rings.items():
-                if key[0] is owner or key[0] is None:
-                    e2 = r2.index.get(pfn)
-                    if e2 is not None and e2.open:
-                        found.append((key, r2, e2))
-                        break
-        for key, r, e in found:
+            for unknown, r2 in (self._scan.get(owner, self._scan_none) if owner is not None else self._scan_none):
+                e2 = r2.index.get(pfn)
+                if e2 is not None and e2.open:
+                    found.append((unknown, r2, e2))
+                    break
+        for unknown, r, e in found:
             # Strict: the free follows its own unmap, nothing queued behind it. Lazy: a ring of later unmaps
             # waits behind the entry (an interrupt's nested unmap accounts for one or two, not LAZY_BEHIND).
             behind = r.seq - e.seq
@@ -208,7 +228,7 @@ class UnmapTracker:
                 self.strict_evidence[owner] = self.strict_evidence.get(owner, 0) + 1
             elif behind >= LAZY_BEHIND:
                 self.lazy.add(owner)
-            if key[0] is None:
+            if unknown:
                 e.open = False  # unknown-owner ring: no FIFO claim across domains
                 return []
             return list(r.close_upto(e))
@@ -221,12 +241,7 @@ class UnmapTracker:
             How many open entries were closed (each one a free the trace lost before this allocation).
         """
         n = 0
-        for r in self.owner_rings.get(owner, ()):
-            e = r.index.get(pfn)
-            if e is not None and e.open:
-                e.open = False
-                n += 1
-        for r in self.owner_rings.get(None, ()):
+        for _unknown, r in (self._scan.get(owner, self._scan_none) if owner is not None else self._scan_none):
             e = r.index.get(pfn)
             if e is not None and e.open:
                 e.open = False
@@ -254,6 +269,7 @@ class UnmapTracker:
         for key in [k for k in self.rings if k[0] is owner]:
             del self.rings[key]
         self.owner_rings.pop(owner, None)
+        self._rebuild_scan()
         self.lazy.discard(owner)
         self.strict_evidence.pop(owner, None)
         for dev in [d for d, o in self.dev_owner.items() if o is owner]:
