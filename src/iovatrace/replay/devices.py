@@ -60,6 +60,10 @@ class DmaDirection(enum.Enum):
     @classmethod
     def of(cls, value: object) -> DmaDirection:
         """The direction for a raw ``dir`` value (int or the symbolic name); UNKNOWN when unreadable."""
+        if type(value) is int:
+            d = _DIRECTION_OF_INT.get(value)
+            if d is not None:
+                return d
         if isinstance(value, int):
             try:
                 return cls(value)
@@ -72,11 +76,14 @@ class DmaDirection(enum.Enum):
         return cls.UNKNOWN
 
 
+# the ``dir`` values of the dma:* tracepoints (one lookup per event instead of an Enum call)
+_DIRECTION_OF_INT: dict[int, DmaDirection] = {d.value: d for d in DmaDirection}
+_DIRECTION_OF_RW = {1: DmaDirection.TO_DEVICE, 2: DmaDirection.FROM_DEVICE, 3: DmaDirection.BIDIRECTIONAL}
+
+
 def direction_from_prot(prot: int) -> DmaDirection:
     """Direction implied by ``dma_info_to_prot`` bits: IOMMU_READ (1) = device reads = TO_DEVICE, IOMMU_WRITE (2)."""
-    rw = prot & 3
-    return {1: DmaDirection.TO_DEVICE, 2: DmaDirection.FROM_DEVICE, 3: DmaDirection.BIDIRECTIONAL}.get(
-        rw, DmaDirection.UNKNOWN)
+    return _DIRECTION_OF_RW.get(prot & 3, DmaDirection.UNKNOWN)
 
 
 @dataclass(slots=True)
@@ -138,23 +145,33 @@ class MappingLedger:
         Returns:
             A mapping it replaced at the same address (a map over a live handle: an unmap was lost), else ``None``.
         """
-        dev = self.by_device.setdefault(m.device, {})
-        old = dev.get(m.dma_addr)
-        dev[m.dma_addr] = m
+        dev = self.by_device.get(m.device)
+        if dev is None:
+            dev = self.by_device[m.device] = {}
+        addr = m.dma_addr
+        old = dev.get(addr)
+        dev[addr] = m
         if old is not None:
             self._drop_phys(old)
         if m.phys is not None:
-            self._by_phys.setdefault((m.device, m.phys), []).append(m.dma_addr)
+            pkey = (m.device, m.phys)
+            handles = self._by_phys.get(pkey)
+            if handles is None:
+                self._by_phys[pkey] = [addr]
+            else:
+                handles.append(addr)
         self.mapped += 1
         return old
 
     def unmap(self, device: str, dma_addr: int) -> DmaMapping | None:
         """Remove the mapping of ``device`` at ``dma_addr``; ``None`` (and counted) if the ledger lacks it."""
-        m = self.by_device.get(device, {}).pop(dma_addr, None)
+        dev = self.by_device.get(device)
+        m = dev.pop(dma_addr, None) if dev is not None else None
         if m is None:
             self.unmatched_unmaps += 1
             return None
-        self._drop_phys(m)
+        if m.phys is not None:
+            self._drop_phys(m)
         self.unmapped += 1
         return m
 
@@ -465,7 +482,7 @@ class Topology:
 
     def dma_map(self, m: DmaMapping) -> list[Finding]:
         """Record a mapping; the device's current domain is filled in when unset."""
-        dev = self.device(m.device)
+        dev = self.devices.get(m.device) or self.device(m.device)
         if m.domain is None:
             m.domain = dev.domain
         self.ledger.map(m)

@@ -86,6 +86,9 @@ class FlushReason(enum.Enum):
     TEARDOWN = "teardown"  # what-if drain at domain teardown (not mainline)
 
 
+_PER_CPU = FqQueueType.PER_CPU
+
+
 @dataclass(frozen=True, slots=True)
 class FqConfig:
     """How one cookie flushes.
@@ -140,12 +143,14 @@ class IovaFqEntry:
 class IovaFq:
     """``struct iova_fq``: a ring of :class:`IovaFqEntry`; one slot stays empty, as in the kernel."""
 
-    __slots__ = ("size", "entries", "peak")
+    __slots__ = ("size", "entries", "peak", "key")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, key: int | None = None) -> None:
         self.size = size
         self.entries: deque[IovaFqEntry] = deque()
         self.peak = 0
+        #: its key in the cookie's ``fqs`` (CPU, or -1 for the single queue), if the cookie made it
+        self.key = key
 
     def fq_full(self) -> bool:
         """``fq_full()``: the next append would make tail == head."""
@@ -272,9 +277,9 @@ class IommuDmaCookie:
 
     def _init_rings(self, cpus: Iterable[int]) -> None:
         if self.config.queue_type is FqQueueType.SINGLE:
-            self.fqs = {-1: IovaFq(self.config.fq_size)}
+            self.fqs = {-1: IovaFq(self.config.fq_size, -1)}
         else:
-            self.fqs = {c: IovaFq(self.config.fq_size) for c in cpus}
+            self.fqs = {c: IovaFq(self.config.fq_size, c) for c in cpus}
 
     def iommu_dma_init_fq(self, ts_ns: int, config: FqConfig | None = None) -> None:
         """Turn on lazy mode (boot, or sysfs ``DMA`` → ``DMA-FQ`` online): rings, counters, timer.
@@ -318,7 +323,7 @@ class IommuDmaCookie:
             return self.fqs[-1]
         fq = self.fqs.get(cpu)
         if fq is None:
-            fq = self.fqs[cpu] = IovaFq(self.config.fq_size)
+            fq = self.fqs[cpu] = IovaFq(self.config.fq_size, cpu)
         return fq
 
     def iommu_dma_free_iova(self, iova_pfn: int, pages: int, cpu: int, ts_ns: int,
@@ -352,17 +357,24 @@ class IommuDmaCookie:
         """
         if self.freed_fq:
             raise ModelError(f"cookie {self.cookie}: queue_iova after iommu_dma_free_fq")
-        fq = self._ring_of(cpu)
+        fq = self.fqs.get(cpu) if self.config.queue_type is _PER_CPU else None
+        if fq is None:
+            fq = self._ring_of(cpu)
         freed = self.fq_ring_free(fq, cpu, ts_ns)
-        if fq.fq_full():
+        ents = fq.entries
+        if len(ents) >= fq.size - 1:  # fq_full()
             self.fq_flush_iotlb(ts_ns, FlushReason.FULL)
             freed += self.fq_ring_free(fq, cpu, ts_ns)
-        fq.entries.append(IovaFqEntry(iova_pfn, pages, self.fq_flush_start_cnt, ts_ns, cpu, event))
-        self._unflushed.append((ts_ns, self.fq_flush_start_cnt))
-        fq.peak = max(fq.peak, len(fq))
-        self.stats.queued += 1
+        start = self.fq_flush_start_cnt
+        ents.append(IovaFqEntry(iova_pfn, pages, start, ts_ns, cpu, event))
+        self._unflushed.append((ts_ns, start))
+        if len(ents) > fq.peak:
+            fq.peak = len(ents)
+        stats = self.stats
+        stats.queued += 1
         self._queued_total += 1
-        self.stats.peak_queued = max(self.stats.peak_queued, self._queued_total)
+        if self._queued_total > stats.peak_queued:
+            stats.peak_queued = self._queued_total
         if not self.fq_timer_on:
             self.fq_timer_on = True
             self.fq_timer_cpu = cpu
@@ -381,17 +393,24 @@ class IommuDmaCookie:
             The entries freed, in ring order.
         """
         self.stats.ring_frees += 1
-        if self.ring_free_log is not None:
-            log = self.ring_free_log.setdefault(cpu, deque(maxlen=64))
-            log.append((next((k for k, v in self.fqs.items() if v is fq), -1), len(fq)))
-        finish = self.fq_flush_finish_cnt
-        out: list[IovaFqEntry] = []
         ents = fq.entries
+        logs = self.ring_free_log
+        if logs is not None:
+            log = logs.get(cpu)
+            if log is None:
+                log = logs[cpu] = deque(maxlen=64)
+            key = fq.key
+            if key is None or self.fqs.get(key) is not fq:  # a ring the cookie did not make, or no longer holds
+                key = next((k for k, v in self.fqs.items() if v is fq), -1)
+            log.append((key, len(ents)))
+        finish = self.fq_flush_finish_cnt
+        if not ents or ents[0].counter >= finish:
+            return []
+        out: list[IovaFqEntry] = []
         while ents and ents[0].counter < finish:
             out.append(ents.popleft())
-        if out:
-            self._queued_total -= len(out)
-            self._give_back(out, cpu, ts_ns)
+        self._queued_total -= len(out)
+        self._give_back(out, cpu, ts_ns)
         return out
 
     def _give_back(self, entries: list[IovaFqEntry], cpu: int, ts_ns: int) -> None:
@@ -400,7 +419,10 @@ class IommuDmaCookie:
             for e in entries:
                 self.free_iova_fast(e.iova_pfn, e.pages, cpu, ts_ns)
         else:
-            self.pending_free.setdefault(cpu, deque()).extend(entries)
+            pend = self.pending_free.get(cpu)
+            if pend is None:
+                pend = self.pending_free[cpu] = deque()
+            pend.extend(entries)
 
     def fq_flush_iotlb(self, ts_ns: int, reason: FlushReason = FlushReason.TIMEOUT) -> None:
         """``fq_flush_iotlb``: start_cnt++, ``flush_iotlb_all``, finish_cnt++ (modelled as instantaneous)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..event import Event
 from .findings import Finding
-from .iommu_events import _HANDLERS, BUG_MODES, IommuLayer
+from .iommu_events import _HANDLERS, _ROUTES, BUG_MODES, IommuLayer, _route
 
 __all__ = ["IommuExtension", "make_extensions", "default_bug_modes"]
 
@@ -41,10 +41,12 @@ class IommuExtension:
         layer: the layer to drive (``.layer`` stays public for validators: ``layer.iter_queued_pfns(iovad)``).
     """
 
+    __slots__ = ("layer", "findings", "_last")
+
     def __init__(self, layer: IommuLayer) -> None:
         self.layer = layer
         self.findings: list[Finding] = []
-        self.last_ns = 0
+        self._last: Event | None = None  # the last event the layer consumed (its time ends the trace for finish)
 
     def events(self) -> Iterable[str]:
         """Event names the layer consumes (exact names; optional probes under common group names)."""
@@ -57,12 +59,40 @@ class IommuExtension:
 
     def step(self, event: Event) -> None:
         """Apply one event (timers due before it fire first)."""
-        layer = self.layer
-        if not layer.wants(event.name):
+        # The driver steps every extension with every event: this is the hottest path of the extension models.
+        # Every decision that depends only on the event's name is memoised in its route (iommu_events._route),
+        # and the body of IommuLayer._apply is inlined here to save a call per event (test_ext_dispatch checks
+        # that this and IommuLayer.step leave the same state). The two per-CPU checks look at their dicts first:
+        # they are empty almost always.
+        route = _ROUTES.get(event.name) or _route(event.name)
+        if not route[0]:
             return
-        self.last_ns = event.ts_ns
-        self.findings += layer.fire_timers(event.ts_ns)
-        self.findings += layer.step(event)
+        self._last = event
+        layer = self.layer
+        if not layer.timer_observed:
+            fired = layer.fire_timers(event.ts_ns)
+            if fired:
+                self.findings += fired
+        layer.stats.events += 1
+        out = None
+        flushing = layer._flushing
+        if flushing and route[3] and event.cpu in flushing:
+            flushing.pop(event.cpu).fq_flush_finish(event.ts_ns)
+        unmap_ctx = layer._unmap_ctx
+        if unmap_ctx and route[4] and event.cpu in unmap_ctx:
+            out = layer._resolve_unmap(event, route[2])
+        handler = route[1]
+        if handler is not None:
+            res = handler(layer, event, route[2])
+            if res:
+                out = out + res if out else res
+        if out:
+            self.findings += out
+
+    @property
+    def last_ns(self) -> int:
+        """Time of the last event the layer consumed (0 before the first)."""
+        return self._last.ts_ns if self._last is not None else 0
 
     def finish(self) -> list[Finding]:
         """All findings, plus the end-of-trace ones."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..event import Event
-from .devices import DmaDirection, DmaMapping, Topology, direction_from_prot
+from .devices import _DIRECTION_OF_INT, DmaDirection, DmaMapping, Topology, direction_from_prot
 from .dma_iommu import IOVAD_OFFSET_IN_COOKIE, FqConfig, FqQueueType, IommuDmaCookie
 from .findings import Certainty, Finding, Severity
 from .vtd_qi import QiRing
@@ -55,11 +55,29 @@ _UNBIND = ("device_unbind_cleanup", "device_release_driver_internal_ret", "__dev
            "driver:unbind")
 
 
+#: ``(wanted, handler, fn, ends_flush, resolves_unmap)`` of one event name, see :func:`_route`.
+_Route = tuple[bool, Any, str, bool, bool]
+
+
 def _fn(name: str) -> str:
     return name.split(":", 1)[-1]
 
 
+# Pure-function memos: a trace names a handful of cookies, domains and iova_domains millions of times, so their
+# hex spellings (the model's keys) are formatted once. Cleared when large so a trace of many addresses stays bounded.
+_MEMO_MAX = 1 << 16
+_HEX_OF: dict[int, str] = {}
+_COOKIE_OF: dict[int, str] = {}
+
+
 def _hex(v: Any) -> str:
+    if type(v) is int:
+        s = _HEX_OF.get(v)
+        if s is None:
+            if len(_HEX_OF) >= _MEMO_MAX:
+                _HEX_OF.clear()
+            s = _HEX_OF[v] = f"0x{v:x}"
+        return s
     return f"0x{v:x}" if isinstance(v, int) else str(v)
 
 
@@ -67,6 +85,13 @@ def _int(v: Any) -> int:
     if isinstance(v, int):
         return v
     return int(str(v), 0)
+
+
+_ABSENT = object()  # a field the event does not have (distinct from a field that is None)
+
+
+def _key(ev: Event) -> tuple[int, int, int]:
+    return (ev.ts_ns, ev.cpu, ev.seq)
 
 
 @dataclass(slots=True)
@@ -163,16 +188,15 @@ class IommuLayer:
     @staticmethod
     def wants(name: str) -> bool:
         """Whether :meth:`step` should see events named ``name``."""
-        return name.startswith(_SYSTEMS) or name in _IOVA_NAMES or _fn(name).startswith(
-            ("qi_submit_sync", "page_pool_", "really_probe", "device_unbind_cleanup", "device_release_driver",
-             "__device_release_driver"))
+        return _route(name)[0]
 
     def fire_timers(self, now_ns: int) -> list[Finding]:
         """Fire the predicted flush-queue timers due at or before ``now_ns`` (only when the trace lacks them)."""
         if self.timer_observed:
             return []
-        for c in list(self.cookies.values()):
-            c.run_timers(now_ns)
+        for c in self.cookies.values():  # run_timers only touches its own cookie
+            if c.fq_timer_on and c.fq_timer_deadline is not None and c.fq_timer_deadline <= now_ns:
+                c.run_timers(now_ns)
         return []
 
     def note_lost_events(self, ts_ns: int, cpu: int, count: int | None) -> None:
@@ -181,39 +205,63 @@ class IommuLayer:
 
     def step(self, ev: Event) -> list[Finding]:
         """Apply one event; returns the findings it produced."""
+        route = _ROUTES.get(ev.name) or _route(ev.name)
+        return self._apply(ev, route) or []
+
+    def _apply(self, ev: Event, route: _Route) -> list[Finding] | None:
+        # The per-event part of :meth:`step`: everything that depends only on the event's name is in ``route``.
+        # (IommuExtension.step inlines this body.)
         self.stats.events += 1
-        name = ev.name
-        fn = _fn(name)
-        f = ev.fields
-        key = (ev.ts_ns, ev.cpu, ev.seq)
-        out: list[Finding] = []
+        out = None
         # fq_flush_iotlb is synchronous: the next event of the flushing CPU comes after the flush finished
-        if ev.cpu in self._flushing and not name.startswith("intel_iommu:"):  # qi_submit/cache_tag: still flushing
+        # (intel_iommu:qi_submit/cache_tag_*: still flushing)
+        if self._flushing and route[3] and ev.cpu in self._flushing:
             self._flushing.pop(ev.cpu).fq_flush_finish(ev.ts_ns)
         # a pending __iommu_dma_unmap is resolved by the next relevant event of its CPU
-        if ev.cpu in self._unmap_ctx and not name.startswith(("iommu:unmap", "intel_iommu:", "dma:")):
-            out += self._resolve_unmap(ev)
-        handler = _HANDLERS.get(name) or _HANDLERS.get(fn)
+        if self._unmap_ctx and route[4] and ev.cpu in self._unmap_ctx:
+            out = self._resolve_unmap(ev, route[2])
+        handler = route[1]
         if handler is not None:
-            out += handler(self, ev, f, key)
-        elif fn.startswith("qi_submit_sync"):
-            out += self._qi_sync(ev, f, key, ret=fn != "qi_submit_sync")
-        elif fn.endswith(_BIND) or name == "driver:bind":
-            dev = self._devname(f)
-            if dev:
-                out += self.topology.driver_bind(ev.ts_ns, dev, key)
-        elif fn.endswith(_UNBIND) or name == "driver:unbind":
-            dev = self._devname(f)
-            if dev:
-                self._settle_lost_unmaps(lambda m: m.device == dev)
-                out += self.topology.driver_unbind(ev.ts_ns, dev, key)
-        elif fn.endswith("page_pool_dma_map"):
-            self._pool_ctx[ev.cpu] = f"page_pool:{_hex(f.get('pool'))}"
-        elif fn.endswith("page_pool_destroy") or name == "page_pool:page_pool_release":
-            out += self.topology.page_pool_destroy(ev.ts_ns, f"page_pool:{_hex(f.get('pool'))}", key)
-        elif name.startswith("intel_iommu:cache_tag_flush"):
-            self.stats.cache_tag_flushes[fn] = self.stats.cache_tag_flushes.get(fn, 0) + 1
+            res = handler(self, ev, route[2])
+            if res:
+                out = out + res if out else res
         return out
+
+    def _on_qi_submit_sync(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        return self._qi_sync(ev, f, _key(ev), ret=False)
+
+    def _on_qi_submit_sync_ret(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        return self._qi_sync(ev, f, _key(ev), ret=True)
+
+    def _on_bind(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        dev = self._devname(f)
+        if dev:
+            return self.topology.driver_bind(ev.ts_ns, dev, _key(ev))
+        return []
+
+    def _on_unbind(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        dev = self._devname(f)
+        if dev:
+            self._settle_lost_unmaps(lambda m: m.device == dev)
+            return self.topology.driver_unbind(ev.ts_ns, dev, _key(ev))
+        return []
+
+    def _on_page_pool_dma_map(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        self._pool_ctx[ev.cpu] = f"page_pool:{_hex(f.get('pool'))}"
+        return []
+
+    def _on_page_pool_destroy(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        return self.topology.page_pool_destroy(ev.ts_ns, f"page_pool:{_hex(f.get('pool'))}", _key(ev))
+
+    def _on_cache_tag_flush(self, ev: Event, fn: str) -> list[Finding]:
+        self.stats.cache_tag_flushes[fn] = self.stats.cache_tag_flushes.get(fn, 0) + 1
+        return []
 
     def finish(self, ts_ns: int) -> list[Finding]:
         """End of trace: summarise what is still live (informational; nothing is proven leaked by the end)."""
@@ -267,6 +315,13 @@ class IommuLayer:
 
     @staticmethod
     def _cookie_of_iovad(iovad: str | int) -> str:
+        if type(iovad) is int:
+            s = _COOKIE_OF.get(iovad)
+            if s is None:
+                if len(_COOKIE_OF) >= _MEMO_MAX:
+                    _COOKIE_OF.clear()
+                s = _COOKIE_OF[iovad] = _hex(iovad - IOVAD_OFFSET_IN_COOKIE)
+            return s
         return _hex(_int(iovad) - IOVAD_OFFSET_IN_COOKIE)
 
     def _cookie(self, cookie: str, *, lazy: bool) -> IommuDmaCookie:
@@ -282,7 +337,8 @@ class IommuLayer:
 
     # -- dmaiommu kprobes ---------------------------------------------------------------------------------
 
-    def _on_init_iova_domain(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_init_iova_domain(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
         # a new iova_domain (and cookie) at an address a freed one may have had: a new incarnation, not a reuse
         iovad = _hex(f.get("iovad"))
         cookie = self._cookie_of_iovad(iovad)
@@ -294,40 +350,60 @@ class IommuLayer:
         self.timer_cookie = {t: c for t, c in self.timer_cookie.items() if c != cookie}
         return []
 
-    def _on_alloc_iova(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
-        dom = _hex(f.get("domain"))
-        ds = self.topology.domains.get(dom)
+    def _on_alloc_iova(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        v = f.get("domain")
+        dom = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
+        if dom is None:
+            dom = _hex(v)
+        topo = self.topology
+        ds = topo.domains.get(dom)
         if ds is not None and ds.freed_ns is not None and ds.freed_ns < ev.ts_ns:
             # the allocator gave a freed domain's address to a new domain (kzalloc reuse)
             ds.freed_ns = None
             ds.created_ns = ev.ts_ns
             ds.iovad = None
-        devname = f.get("devname") if isinstance(f.get("devname"), str) else None
-        devptr = f.get("dev") if isinstance(f.get("dev"), int) else None
+        devname = f.get("devname")
+        if not isinstance(devname, str):
+            devname = None
+        devptr = f.get("dev")
+        if not isinstance(devptr, int):
+            devptr = None
         if devname and devptr is not None:
-            self.topology.learn_dev_ptr(devptr, devname)
-            d = self.topology.device(devname)
+            d = topo.devices.get(devname)
+            if d is None or devptr not in d.dev_ptrs or topo.dev_by_ptr.get(devptr) != devname:
+                topo.learn_dev_ptr(devptr, devname)  # else already known: learning again changes nothing
+                d = topo.device(devname)
             if d.domain is None:
                 d.domain = dom
-                self.topology.domain(dom).devices.add(devname)
+                topo.domain(dom).devices.add(devname)
             elif d.domain != dom:
                 if d.domain.startswith("group"):
-                    self.topology.rename_domain(d.domain, dom)  # the attach's new domain has this address
+                    topo.rename_domain(d.domain, dom)  # the attach's new domain has this address
                 else:  # attached elsewhere without an attach event we saw
-                    self.topology.attach_device_to_domain(ev.ts_ns, devname, dom, key)
+                    topo.attach_device_to_domain(ev.ts_ns, devname, dom, _key(ev))
         self._alloc_ctx[ev.cpu] = (dom, devname, devptr)
         return []
 
-    def _on_alloc_iova_fast(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_alloc_iova_fast(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
         ctx = self._alloc_ctx.get(ev.cpu)
         if ctx is not None and "iovad" in f:
-            iovad = _hex(f["iovad"])
-            self.domain_iovad[ctx[0]] = iovad
-            self.iovad_domain[iovad] = ctx[0]
-            self.topology.domain(ctx[0]).iovad = iovad
+            v = f["iovad"]
+            iovad = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
+            if iovad is None:
+                iovad = _hex(v)
+            dom = ctx[0]
+            self.domain_iovad[dom] = iovad
+            self.iovad_domain[iovad] = dom
+            ds = self.topology.domains.get(dom)
+            if ds is None:
+                ds = self.topology.domain(dom)
+            ds.iovad = iovad
         return []
 
-    def _on_alloc_iova_ret(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_alloc_iova_ret(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
         ctx = self._alloc_ctx.pop(ev.cpu, None)
         mctx = self._map_ctx.pop(ev.cpu, None)
         iova = f.get("iova")
@@ -341,63 +417,82 @@ class IommuLayer:
                                                 (mev.ts_ns, mev.cpu, mev.seq), ctx[0], phys,
                                                 self._pool_ctx.pop(ev.cpu, None), exact=False))
 
-    def _on_dma_map_kprobe(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
-        fn = _fn(ev.name)
+    def _on_dma_map_kprobe(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
         if fn == "__iommu_dma_map":
-            if ev.cpu in self._map_ctx and self._map_ctx[ev.cpu][0] == "iommu_dma_map_sg":
+            prev = self._map_ctx.get(ev.cpu)
+            if prev is not None and prev[0] == "iommu_dma_map_sg":
                 return []
+            prot = f.get("prot", 0)
             self._map_ctx[ev.cpu] = (fn, f.get("dev"), f.get("phys"), f.get("size"),
-                                     direction_from_prot(_int(f.get("prot", 0))), ev)
+                                     direction_from_prot(prot if type(prot) is int else _int(prot)), ev)
         else:
             self._map_ctx[ev.cpu] = (fn, f.get("dev"), None, None, DmaDirection.of(f.get("dir")), ev)
         return []
 
-    def _on_iommu_dma_unmap(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
-        addr = _int(f.get("dma_addr", 0))
-        size = _int(f.get("size", 0))
+    def _on_iommu_dma_unmap(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        addr = f.get("dma_addr", 0)
+        if type(addr) is not int:
+            addr = _int(addr)
+        size = f.get("size", 0)
+        if type(size) is not int:
+            size = _int(size)
         pfn = addr >> 12
         pages = ((addr & 0xFFF) + size + 0xFFF) >> 12
         devptr = f.get("dev")
         devname = self.topology.dev_by_ptr.get(devptr) if isinstance(devptr, int) else None
         out: list[Finding] = []
         if devname is not None and not self.dma_ledger:
-            out += self.topology.dma_unmap(ev.ts_ns, devname, addr & ~0xFFF, size, call="__iommu_dma_unmap",
-                                           key=key, exact=False)
+            out = self.topology.dma_unmap(ev.ts_ns, devname, addr & ~0xFFF, size, call="__iommu_dma_unmap",
+                                          key=_key(ev), exact=False)
         self._unmap_ctx[ev.cpu] = (devname, pfn, pages, ev)
         return out
 
-    def _resolve_unmap(self, ev: Event) -> list[Finding]:
-        devname, pfn, pages, uev = self._unmap_ctx.pop(ev.cpu)
-        fn = _fn(ev.name)
-        ukey = (uev.ts_ns, uev.cpu, uev.seq)
+    def _resolve_unmap(self, ev: Event, fn: str) -> list[Finding]:
+        cpu = ev.cpu
+        devname, pfn, pages, uev = self._unmap_ctx.pop(cpu)
         if fn.startswith("fq_ring_free"):
-            cookie = _hex(ev.fields.get("cookie"))
+            f = ev.fields
+            v = f.get("cookie")
+            cookie = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
+            if cookie is None:
+                cookie = _hex(v)
             if cookie in self.freed_cookies:
                 return [self._after_teardown(ev, cookie, "queue_iova")]
-            c = self._cookie(cookie, lazy=True)
-            fq = ev.fields.get("fq")
+            c = self.cookies.get(cookie)
+            if c is None or not c.fq_domain:
+                c = self._cookie(cookie, lazy=True)
+            fq = f.get("fq")
             if isinstance(fq, int):
-                self._fq_ring[(cookie, fq)] = ev.cpu
+                self._fq_ring[(cookie, fq)] = cpu
             flushes = c.fq_flush_start_cnt
-            c.queue_iova(pfn, pages, ev.cpu, uev.ts_ns, ukey)
+            ts = uev.ts_ns
+            c.queue_iova(pfn, pages, cpu, ts, (ts, uev.cpu, uev.seq))
             # queue_iova ran one ring free, two if the ring was full (flush in between): those are the trace's
-            self._expect_rf[ev.cpu] = self._expect_rf.get(ev.cpu, 0) + 1 + (c.fq_flush_start_cnt - flushes)
+            self._expect_rf[cpu] = self._expect_rf.get(cpu, 0) + 1 + (c.fq_flush_start_cnt - flushes)
             return []
         if ev.name == "iova:free_iova_fast" and _int(ev.fields.get("pfn", -1)) == pfn:
             c = self._cookie(self._cookie_of_iovad(ev.fields["iovad"]), lazy=False)
             if not c.fq_domain:
-                c.iommu_dma_free_iova(pfn, pages, ev.cpu, uev.ts_ns, ukey)
+                c.iommu_dma_free_iova(pfn, pages, cpu, uev.ts_ns, (uev.ts_ns, uev.cpu, uev.seq))
             return []
         self.stats.unresolved_unmaps += 1
         return []
 
-    def _on_fq_ring_free(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
-        cookie = _hex(f.get("cookie"))
+    def _on_fq_ring_free(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        v = f.get("cookie")
+        cookie = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
+        if cookie is None:
+            cookie = _hex(v)
         c = self.cookies.get(cookie)
         if c is None or c.ring_free_log is None:
             return []
-        if self._expect_rf.get(ev.cpu, 0) > 0:
-            self._expect_rf[ev.cpu] -= 1  # already applied by the model's queue_iova
+        cpu = ev.cpu
+        expected = self._expect_rf.get(cpu, 0)
+        if expected > 0:
+            self._expect_rf[cpu] = expected - 1  # already applied by the model's queue_iova
         else:
             # a timeout's ring free (or one whose unmap probe was lost): free the ring the fq pointer names
             fq = f.get("fq")
@@ -408,17 +503,20 @@ class IommuLayer:
                 ring = keys[i % len(keys)] if keys else ev.cpu
             self._timeout_rf[ev.cpu] = self._timeout_rf.get(ev.cpu, 0) + 1
             c.fq_ring_free(c._ring_of(ring), ev.cpu, ev.ts_ns)
-        log = c.ring_free_log.get(ev.cpu)
+        log = c.ring_free_log.get(cpu)
         if not log:
             return []
         _ring, occ = log.popleft()
-        if "head" in f and "tail" in f and "mod_mask" in f and c.stats.timer_fires > 0:
-            observed = (_int(f["tail"]) - _int(f["head"])) & _int(f["mod_mask"])
+        if c.stats.timer_fires > 0 and "head" in f and "tail" in f and "mod_mask" in f:
+            tail, head, mask = f["tail"], f["head"], f["mod_mask"]
+            observed = ((tail if type(tail) is int else _int(tail)) - (head if type(head) is int else _int(head))) \
+                & (mask if type(mask) is int else _int(mask))
             self.stats.ring_occupancy_checked += 1
             self.stats.ring_occupancy_matched += observed == occ
         return []
 
-    def _on_fq_flush_timeout(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_fq_flush_timeout(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
         timer = _hex(f.get("timer"))
         cookie = self.timer_cookie.get(timer)
         if cookie is not None and cookie in self.freed_cookies:
@@ -426,7 +524,8 @@ class IommuLayer:
         self._timeout_ctx[ev.cpu] = (timer, ev)
         return []
 
-    def _on_fq_flush_iotlb(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_fq_flush_iotlb(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
         cookie = _hex(f.get("cookie"))
         if cookie in self.freed_cookies:
             return [self._after_teardown(ev, cookie, "fq_flush_iotlb")]
@@ -448,7 +547,8 @@ class IommuLayer:
                        "teardown must del_timer_sync the flush-queue timer, d7061627d701)",
                        domain=self.freed_cookies[cookie].domain, events=((ev.ts_ns, ev.cpu, ev.seq),))
 
-    def _on_init_fq(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_init_fq(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
         dom = _hex(f.get("domain"))
         self.topology.set_domain_type(dom, "DMA-FQ")
         iovad = self.domain_iovad.get(dom)
@@ -456,13 +556,21 @@ class IommuLayer:
             self._cookie(self._cookie_of_iovad(iovad), lazy=True)
         return []
 
-    def _on_free_iova_fast(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
-        c = self.cookies.get(self._cookie_of_iovad(f.get("iovad", 0)))
+    def _on_free_iova_fast(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        v = f.get("iovad", 0)
+        cookie = _COOKIE_OF.get(v) if type(v) is int else None  # _cookie_of_iovad(v), memoised
+        c = self.cookies.get(cookie if cookie is not None else self._cookie_of_iovad(v))
         if c is not None and c.pending_free:
-            c.note_free_iova_fast(_int(f.get("pfn", 0)), _int(f.get("size", 0)), ev.cpu)
+            pfn = f.get("pfn", 0)
+            size = f.get("size", 0)
+            c.note_free_iova_fast(pfn if type(pfn) is int else _int(pfn), size if type(size) is int else _int(size),
+                                  ev.cpu)
         return []
 
-    def _on_put_iova_domain(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_put_iova_domain(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        key = _key(ev)
         iovad = _hex(f.get("iovad"))
         cookie = self._cookie_of_iovad(iovad)
         out: list[Finding] = []
@@ -498,10 +606,14 @@ class IommuLayer:
 
     # -- iommu / dma tracepoints --------------------------------------------------------------------------
 
-    def _on_add(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_add(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        key = _key(ev)
         return self.topology.add_device_to_group(ev.ts_ns, _int(f.get("gid", -1)), str(f.get("device")), key)
 
-    def _on_remove(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_remove(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        key = _key(ev)
         dev = str(f.get("device"))
         self._settle_lost_unmaps(lambda m: m.device == dev)
         return self.topology.remove_device_from_group(ev.ts_ns, _int(f.get("gid", -1)), dev, key)
@@ -523,16 +635,19 @@ class IommuLayer:
                 led.unmap(m.device, m.dma_addr)
                 self.stats.unmaps_from_tracepoint += 1
 
-    def _on_attach(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_attach(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        key = _key(ev)
         dom = f.get("domain")
         return self.topology.attach_device_to_domain(ev.ts_ns, str(f.get("device")),
                                                      _hex(dom) if dom is not None else None, key)
 
-    def _on_map_tp(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_map_tp(self, ev: Event, fn: str) -> list[Finding]:
         self.stats.iommu_map += 1
         return []
 
-    def _on_unmap_tp(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_unmap_tp(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
         self.stats.iommu_unmap += 1
         if not self.dma_ledger and "iova" in f:  # the dma:* tracepoints, when present, already see every unmap
             self._tp_unmap_ns[_int(f["iova"])] = ev.ts_ns
@@ -546,13 +661,21 @@ class IommuLayer:
         for dev in list(led.by_device):
             led.by_device[dev] = {a: m for a, m in led.by_device[dev].items() if m.exact}
 
-    def _on_dma_map(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_dma_map(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        ts = ev.ts_ns
+        cpu = ev.cpu
+        key = (ts, cpu, ev.seq)
         if not self.dma_ledger:
             self._switch_to_dma_ledger()
-        dev = str(f.get("device"))
-        fn = _fn(ev.name)
-        owner = self._pool_ctx.pop(ev.cpu, None)
-        direction = DmaDirection.of(f.get("dir"))
+        dev = f.get("device")
+        if type(dev) is not str:
+            dev = str(dev)
+        owner = self._pool_ctx.pop(cpu, None) if self._pool_ctx else None
+        d = f.get("dir")
+        direction = _DIRECTION_OF_INT.get(d) if type(d) is int else None  # DmaDirection.of(d), by lookup
+        if direction is None:
+            direction = DmaDirection.of(d)
         if fn == "dma_map_sg":
             # one entry per call: nents pages may merge into fewer DMA segments (ents), and dma_unmap_sg names the
             # call only by its physical addresses, so the first physical address is the key
@@ -562,28 +685,38 @@ class IommuLayer:
             if not addrs:
                 return []
             return self.topology.dma_map(DmaMapping(dev, _int(addrs[0]), sum(_int(x) for x in lens), direction,
-                                                    ev.ts_ns, fn, key, None, _int(phys[0]) if phys else None, owner))
-        return self.topology.dma_map(DmaMapping(dev, _int(f.get("dma_addr", 0)), _int(f.get("size", 0)), direction,
-                                                ev.ts_ns, fn, key, None,
-                                                _int(f["phys_addr"]) if "phys_addr" in f else None, owner))
+                                                    ts, fn, key, None, _int(phys[0]) if phys else None, owner))
+        addr = f.get("dma_addr", 0)
+        size = f.get("size", 0)
+        phys = f.get("phys_addr", _ABSENT)
+        return self.topology.dma_map(DmaMapping(
+            dev, addr if type(addr) is int else _int(addr), size if type(size) is int else _int(size), direction,
+            ts, fn, key, None, None if phys is _ABSENT else phys if type(phys) is int else _int(phys), owner))
 
-    def _on_dma_unmap(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_dma_unmap(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
+        key = _key(ev)
         if not self.dma_ledger:
             self._switch_to_dma_ledger()
-        dev = str(f.get("device"))
-        fn = _fn(ev.name)
+        dev = f.get("device")
+        if type(dev) is not str:
+            dev = str(dev)
         if fn == "dma_unmap_sg":
             phys = list(f.get("addrs") or f.get("phys_addrs") or [])
             if not phys:
                 return []
             return self.topology.dma_unmap(ev.ts_ns, dev, None, None, call=fn, key=key, phys=_int(phys[0]))
-        addr = f.get("addr", f.get("dma_addr"))
-        return self.topology.dma_unmap(ev.ts_ns, dev, _int(addr) if addr is not None else None,
-                                       _int(f.get("size", 0)), call=fn, key=key)
+        addr = f.get("addr", _ABSENT)
+        if addr is _ABSENT:
+            addr = f.get("dma_addr")
+        size = f.get("size", 0)
+        return self.topology.dma_unmap(key[0], dev, None if addr is None else addr if type(addr) is int else _int(addr),
+                                       size if type(size) is int else _int(size), call=fn, key=key)
 
     # -- VT-d ---------------------------------------------------------------------------------------------
 
-    def _on_qi_submit(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int]) -> list[Finding]:
+    def _on_qi_submit(self, ev: Event, fn: str) -> list[Finding]:
+        f = ev.fields
         iommu = str(f.get("iommu", "dmar?"))
         self.stats.qi_descriptors[iommu] = self.stats.qi_descriptors.get(iommu, 0) + 1
         return []
@@ -635,3 +768,39 @@ _HANDLERS: dict[str, Any] = {
     "dma:dma_free": IommuLayer._on_dma_unmap,
     "intel_iommu:qi_submit": IommuLayer._on_qi_submit,
 }
+
+_WANTED_FNS = ("qi_submit_sync", "page_pool_", "really_probe", "device_unbind_cleanup", "device_release_driver",
+               "__device_release_driver")
+_ROUTES: dict[str, _Route] = {}
+
+
+def _route(name: str) -> _Route:
+    """What :meth:`IommuLayer.step` decides from an event's name alone, decided once per name (memoised).
+
+    Returns:
+        ``(wanted, handler, fn, ends_flush, resolves_unmap)``: whether the layer consumes the event, its handler
+        (``None``: nothing beyond the two checks), the name after ``system:``, whether it ends a pending
+        synchronous flush on its CPU, and whether it resolves a pending ``__iommu_dma_unmap`` on its CPU.
+    """
+    fn = _fn(name)
+    wanted = name.startswith(_SYSTEMS) or name in _IOVA_NAMES or fn.startswith(_WANTED_FNS)
+    handler = _HANDLERS.get(name) or _HANDLERS.get(fn)
+    if handler is None:
+        if fn.startswith("qi_submit_sync"):
+            handler = IommuLayer._on_qi_submit_sync if fn == "qi_submit_sync" else IommuLayer._on_qi_submit_sync_ret
+        elif fn.endswith(_BIND) or name == "driver:bind":
+            handler = IommuLayer._on_bind
+        elif fn.endswith(_UNBIND) or name == "driver:unbind":
+            handler = IommuLayer._on_unbind
+        elif fn.endswith("page_pool_dma_map"):
+            handler = IommuLayer._on_page_pool_dma_map
+        elif fn.endswith("page_pool_destroy") or name == "page_pool:page_pool_release":
+            handler = IommuLayer._on_page_pool_destroy
+        elif name.startswith("intel_iommu:cache_tag_flush"):
+            handler = IommuLayer._on_cache_tag_flush
+    route = (wanted, handler, fn, not name.startswith("intel_iommu:"),
+             not name.startswith(("iommu:unmap", "intel_iommu:", "dma:")))
+    if len(_ROUTES) >= _MEMO_MAX:
+        _ROUTES.clear()
+    _ROUTES[name] = route
+    return route
