@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -54,6 +55,7 @@ TAINT_AMBIGUOUS_MAPS = False
 VERIFY_UNMAP_OWNER = False
 #: An rcache flush storm: this many flush-and-retry events within one second in one domain.
 FLUSH_STORM = (10, 1_000_000_000)
+_NO_RANGE = (1, 0)  # an empty pfn range
 _SOURCES = {HIT_LOADED: "loaded", HIT_PREV: "prev", HIT_DEPOT: "depot", FROM_TREE: "tree", FROM_FLUSH: "flush",
             ALLOC_FAIL: "fail"}
 
@@ -177,7 +179,8 @@ class ReplayDriver:
         self._cur: list[DomainState | None] = [None] * cpus
         self._devname: list[str | None] = [None] * cpus
         self._devptr: list[int | None] = [None] * cpus
-        self._mapped: list[tuple[int, int] | None] = [None] * cpus  # range of the last allocation per CPU
+        # first and last pfn of the last allocation per CPU (_NO_RANGE: none, matches no pfn)
+        self._mapped: list[tuple[int, int]] = [_NO_RANGE] * cpus
         self._lost_map: list[tuple[int, int, int] | None] = [None] * cpus
         self._dma_alloc: list[tuple[Any, Any, int] | None] = [None] * cpus
         self.unmaps = UnmapTracker()
@@ -253,33 +256,38 @@ class ReplayDriver:
     def _run_plain(self, events: Iterable[Event]) -> tuple[int, int | None, int]:
         """The loop of :meth:`run` without extensions, validation or progress: the same steps, nothing else
         per event (deadline compare, one dict lookup, one call). Returns ``(events, first ts, last ts)``."""
-        get = self._dispatch.get
+        dispatch = self._dispatch
         ncpu = len(self._pending)
-        deadline = self._next_deadline
-        # A list is counted by its length; any other iterable one by one (enumerate).
-        sized = isinstance(events, (list, tuple))
-        it = iter(events)
-        ev = next(it, None)
-        if ev is None:
-            return 0, None, 0
-        first = ts = ev.ts_ns
-        n = 0
-        for n, ev in (enumerate(itertools.chain((ev,), it), 1) if not sized else
-                      zip(itertools.repeat(0), itertools.chain((ev,), it))):
+        # A list is counted by its length and read as it is; any other iterable is counted by a zip with a
+        # counter in C, so the loop itself runs nothing per event for either.
+        counter = itertools.count()
+        if isinstance(events, (list, tuple)):
+            if not events:
+                return 0, None, 0
+            src: Iterable[Event] = events
+            first = events[0].ts_ns
+        else:
+            it = iter(events)
+            head = next(it, None)
+            if head is None:
+                return 0, None, 0
+            first = head.ts_ns
+            src = map(operator.itemgetter(0), zip(itertools.chain((head,), it), counter))
+        ts = first
+        for ev in src:
             ts = ev.ts_ns
-            if ts >= deadline:
+            if ts >= self._next_deadline:  # handlers may arm an earlier deadline (_arm)
                 self._deadline(ts)
-                deadline = self._next_deadline
-            h = get(ev.name)
-            if h is not None:
-                if ev.cpu >= ncpu:
-                    self._grow(ev.cpu)
-                    ncpu = len(self._pending)
-                handler, k = h
-                handler(ev, k)
-                # handlers may arm an earlier deadline (_arm): re-read it
-                deadline = self._next_deadline
-        return (len(events) if sized else n), first, ts  # type: ignore[arg-type]
+            try:
+                handler, k = dispatch[ev.name]
+            except KeyError:
+                continue  # an event the replay does not use
+            if ev.cpu >= ncpu:
+                self._grow(ev.cpu)
+                ncpu = len(self._pending)
+            handler(ev, k)
+        n = len(events) if src is events else next(counter)  # type: ignore[arg-type]
+        return n, first, ts
 
     def step(self, ev: Event) -> None:
         """Apply one event (for callers that drive the loop themselves)."""
@@ -309,7 +317,7 @@ class ReplayDriver:
             self._cur.append(None)
             self._devname.append(None)
             self._devptr.append(None)
-            self._mapped.append(None)
+            self._mapped.append(_NO_RANGE)
             self._lost_map.append(None)
             self._dma_alloc.append(None)
         if cpu >= self.ncpus:
@@ -1034,12 +1042,12 @@ class ReplayDriver:
 
     def _on_iommu_map(self, ev: Event, k: tuple[str, ...]) -> None:
         f = ev.fields
-        cpu = ev.cpu
         pfn = f[k[0]] >> 12
+        cpu = ev.cpu
         rng = self._mapped[cpu]
-        if rng is not None and rng[0] <= pfn <= rng[1]:
-            return
-        self._mapped[cpu] = None
+        if rng[0] <= pfn <= rng[1]:
+            return  # a page of the allocation just made on this CPU
+        self._mapped[cpu] = _NO_RANGE
         pages = (f[k[2]] + 4095) >> 12
         if self.has_dma_events:
             # The dma:dma_map_* tracepoint right after names the device: attribute the mapping then.
