@@ -250,18 +250,18 @@ class IommuLayer:
             return self.topology.driver_unbind(ev.ts_ns, dev, _key(ev))
         return []
 
-    def _on_page_pool_dma_map(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_page_pool_dma_map(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
         self._pool_ctx[ev.cpu] = f"page_pool:{_hex(f.get('pool'))}"
-        return []
+        return None
 
     def _on_page_pool_destroy(self, ev: Event, fn: str) -> list[Finding]:
         f = ev.fields
         return self.topology.page_pool_destroy(ev.ts_ns, f"page_pool:{_hex(f.get('pool'))}", _key(ev))
 
-    def _on_cache_tag_flush(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_cache_tag_flush(self, ev: Event, fn: str) -> list[Finding] | None:
         self.stats.cache_tag_flushes[fn] = self.stats.cache_tag_flushes.get(fn, 0) + 1
-        return []
+        return None
 
     def finish(self, ts_ns: int) -> list[Finding]:
         """End of trace: summarise what is still live (informational; nothing is proven leaked by the end)."""
@@ -350,7 +350,7 @@ class IommuLayer:
         self.timer_cookie = {t: c for t, c in self.timer_cookie.items() if c != cookie}
         return []
 
-    def _on_alloc_iova(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_alloc_iova(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
         v = f.get("domain")
         dom = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
@@ -383,9 +383,9 @@ class IommuLayer:
                 else:  # attached elsewhere without an attach event we saw
                     topo.attach_device_to_domain(ev.ts_ns, devname, dom, _key(ev))
         self._alloc_ctx[ev.cpu] = (dom, devname, devptr)
-        return []
+        return None
 
-    def _on_alloc_iova_fast(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_alloc_iova_fast(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
         ctx = self._alloc_ctx.get(ev.cpu)
         if ctx is not None and "iovad" in f:
@@ -400,15 +400,16 @@ class IommuLayer:
             if ds is None:
                 ds = self.topology.domain(dom)
             ds.iovad = iovad
-        return []
+        return None
 
-    def _on_alloc_iova_ret(self, ev: Event, fn: str) -> list[Finding]:
-        f = ev.fields
+    def _on_alloc_iova_ret(self, ev: Event, fn: str) -> list[Finding] | None:
         ctx = self._alloc_ctx.pop(ev.cpu, None)
         mctx = self._map_ctx.pop(ev.cpu, None)
-        iova = f.get("iova")
-        if ctx is None or mctx is None or not isinstance(iova, int) or iova == 0 or self.dma_ledger:
-            return []
+        if self.dma_ledger:  # the dma:* tracepoints feed the ledger
+            return None
+        iova = ev.fields.get("iova")
+        if ctx is None or mctx is None or not isinstance(iova, int) or iova == 0:
+            return None
         call, devptr, phys, size, direction, mev = mctx
         devname = ctx[1] or (self.topology.dev_by_ptr.get(devptr) if devptr is not None else None)
         if devname is None:
@@ -417,29 +418,31 @@ class IommuLayer:
                                                 (mev.ts_ns, mev.cpu, mev.seq), ctx[0], phys,
                                                 self._pool_ctx.pop(ev.cpu, None), exact=False))
 
-    def _on_dma_map_kprobe(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_dma_map_kprobe(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
         if fn == "__iommu_dma_map":
             prev = self._map_ctx.get(ev.cpu)
             if prev is not None and prev[0] == "iommu_dma_map_sg":
-                return []
+                return None
             prot = f.get("prot", 0)
             self._map_ctx[ev.cpu] = (fn, f.get("dev"), f.get("phys"), f.get("size"),
                                      direction_from_prot(prot if type(prot) is int else _int(prot)), ev)
         else:
             self._map_ctx[ev.cpu] = (fn, f.get("dev"), None, None, DmaDirection.of(f.get("dir")), ev)
-        return []
+        return None
 
     def _on_iommu_dma_unmap(self, ev: Event, fn: str) -> list[Finding]:
         f = ev.fields
         addr = f.get("dma_addr", 0)
-        if type(addr) is not int:
-            addr = _int(addr)
         size = f.get("size", 0)
-        if type(size) is not int:
+        try:  # ints from a trace.dat; text traces may give strings
+            pfn = addr >> 12
+            pages = ((addr & 0xFFF) + size + 0xFFF) >> 12
+        except TypeError:
+            addr = _int(addr)
             size = _int(size)
-        pfn = addr >> 12
-        pages = ((addr & 0xFFF) + size + 0xFFF) >> 12
+            pfn = addr >> 12
+            pages = ((addr & 0xFFF) + size + 0xFFF) >> 12
         devptr = f.get("dev")
         devname = self.topology.dev_by_ptr.get(devptr) if isinstance(devptr, int) else None
         out: list[Finding] = []
@@ -449,7 +452,7 @@ class IommuLayer:
         self._unmap_ctx[ev.cpu] = (devname, pfn, pages, ev)
         return out
 
-    def _resolve_unmap(self, ev: Event, fn: str) -> list[Finding]:
+    def _resolve_unmap(self, ev: Event, fn: str) -> list[Finding] | None:
         cpu = ev.cpu
         devname, pfn, pages, uev = self._unmap_ctx.pop(cpu)
         if fn.startswith("fq_ring_free"):
@@ -471,16 +474,16 @@ class IommuLayer:
             c.queue_iova(pfn, pages, cpu, ts, (ts, uev.cpu, uev.seq))
             # queue_iova ran one ring free, two if the ring was full (flush in between): those are the trace's
             self._expect_rf[cpu] = self._expect_rf.get(cpu, 0) + 1 + (c.fq_flush_start_cnt - flushes)
-            return []
+            return None
         if ev.name == "iova:free_iova_fast" and _int(ev.fields.get("pfn", -1)) == pfn:
             c = self._cookie(self._cookie_of_iovad(ev.fields["iovad"]), lazy=False)
             if not c.fq_domain:
                 c.iommu_dma_free_iova(pfn, pages, cpu, uev.ts_ns, (uev.ts_ns, uev.cpu, uev.seq))
-            return []
+            return None
         self.stats.unresolved_unmaps += 1
-        return []
+        return None
 
-    def _on_fq_ring_free(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_fq_ring_free(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
         v = f.get("cookie")
         cookie = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
@@ -488,7 +491,7 @@ class IommuLayer:
             cookie = _hex(v)
         c = self.cookies.get(cookie)
         if c is None or c.ring_free_log is None:
-            return []
+            return None
         cpu = ev.cpu
         expected = self._expect_rf.get(cpu, 0)
         if expected > 0:
@@ -505,26 +508,28 @@ class IommuLayer:
             c.fq_ring_free(c._ring_of(ring), ev.cpu, ev.ts_ns)
         log = c.ring_free_log.get(cpu)
         if not log:
-            return []
+            return None
         _ring, occ = log.popleft()
         if c.stats.timer_fires > 0 and "head" in f and "tail" in f and "mod_mask" in f:
             tail, head, mask = f["tail"], f["head"], f["mod_mask"]
-            observed = ((tail if type(tail) is int else _int(tail)) - (head if type(head) is int else _int(head))) \
-                & (mask if type(mask) is int else _int(mask))
+            try:  # ints from a trace.dat; text traces may give strings
+                observed = (tail - head) & mask
+            except TypeError:
+                observed = (_int(tail) - _int(head)) & _int(mask)
             self.stats.ring_occupancy_checked += 1
             self.stats.ring_occupancy_matched += observed == occ
-        return []
+        return None
 
-    def _on_fq_flush_timeout(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_fq_flush_timeout(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
         timer = _hex(f.get("timer"))
         cookie = self.timer_cookie.get(timer)
         if cookie is not None and cookie in self.freed_cookies:
             return [self._after_teardown(ev, cookie, "fq_flush_timeout")]
         self._timeout_ctx[ev.cpu] = (timer, ev)
-        return []
+        return None
 
-    def _on_fq_flush_iotlb(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_fq_flush_iotlb(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
         cookie = _hex(f.get("cookie"))
         if cookie in self.freed_cookies:
@@ -538,7 +543,7 @@ class IommuLayer:
             self._flushing[ev.cpu] = c
         else:
             self.stats.observed_full_flushes += 1
-        return []
+        return None
 
     def _after_teardown(self, ev: Event, cookie: str, what: str) -> Finding:
         self.stats.timer_after_teardown += what == "fq_flush_timeout"
@@ -556,7 +561,7 @@ class IommuLayer:
             self._cookie(self._cookie_of_iovad(iovad), lazy=True)
         return []
 
-    def _on_free_iova_fast(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_free_iova_fast(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
         v = f.get("iovad", 0)
         cookie = _COOKIE_OF.get(v) if type(v) is int else None  # _cookie_of_iovad(v), memoised
@@ -566,7 +571,7 @@ class IommuLayer:
             size = f.get("size", 0)
             c.note_free_iova_fast(pfn if type(pfn) is int else _int(pfn), size if type(size) is int else _int(size),
                                   ev.cpu)
-        return []
+        return None
 
     def _on_put_iova_domain(self, ev: Event, fn: str) -> list[Finding]:
         f = ev.fields
@@ -642,16 +647,17 @@ class IommuLayer:
         return self.topology.attach_device_to_domain(ev.ts_ns, str(f.get("device")),
                                                      _hex(dom) if dom is not None else None, key)
 
-    def _on_map_tp(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_map_tp(self, ev: Event, fn: str) -> list[Finding] | None:
         self.stats.iommu_map += 1
-        return []
+        return None
 
-    def _on_unmap_tp(self, ev: Event, fn: str) -> list[Finding]:
-        f = ev.fields
+    def _on_unmap_tp(self, ev: Event, fn: str) -> list[Finding] | None:
         self.stats.iommu_unmap += 1
-        if not self.dma_ledger and "iova" in f:  # the dma:* tracepoints, when present, already see every unmap
-            self._tp_unmap_ns[_int(f["iova"])] = ev.ts_ns
-        return []
+        if not self.dma_ledger:  # the dma:* tracepoints, when present, already see every unmap
+            f = ev.fields
+            if "iova" in f:
+                self._tp_unmap_ns[_int(f["iova"])] = ev.ts_ns
+        return None
 
     def _switch_to_dma_ledger(self) -> None:
         # the first dma:* event: from now on the tracepoints (exact, named) feed the ledger; drop what the kprobes
@@ -715,11 +721,11 @@ class IommuLayer:
 
     # -- VT-d ---------------------------------------------------------------------------------------------
 
-    def _on_qi_submit(self, ev: Event, fn: str) -> list[Finding]:
+    def _on_qi_submit(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
         iommu = str(f.get("iommu", "dmar?"))
         self.stats.qi_descriptors[iommu] = self.stats.qi_descriptors.get(iommu, 0) + 1
-        return []
+        return None
 
     def _qi_sync(self, ev: Event, f: Mapping[str, Any], key: tuple[int, int, int], *, ret: bool) -> list[Finding]:
         iommu = str(f.get("iommu", "dmar0")) if not isinstance(f.get("iommu"), int) else _hex(f["iommu"])
