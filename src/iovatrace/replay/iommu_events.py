@@ -21,6 +21,12 @@ How the kprobes of the lab (6.1, 6.12) are read:
   ``fq_flush_iotlb`` without it is a ring-full flush inside ``queue_iova``.
 * ``fq_ring_free_locked(head, tail, mod_mask)`` (6.12) gives the ring's occupancy, which is compared with the model.
 
+Per-event cost: the driver steps the layer with millions of events, so nothing that depends only on an event's
+name is decided per event. :func:`_route` decides it once per name (wanted or not, handler, whether the event ends a
+pending synchronous flush or resolves a pending unmap on its CPU) and memoises it; the hex spellings of cookies,
+domains and iova_domains (the model's keys) are memoised too. ``tests/replay/test_ext_dispatch.py`` holds the
+routes to the name rules they replace.
+
 Bug modes (``c``, ``d``, ``e``; model_spec §11.3): ``c`` = no page_pool DMA tracking (≤6.14), ``d`` = the VT-d QI
 reclaim before 3cf74230c139 (≤6.11), ``e`` = teardown that neither waits for nor drains the flush queue, with
 release_device racing attach (s390 ≤6.1; FQ timer/teardown race fixed by d7061627d701). Without an explicit set,
