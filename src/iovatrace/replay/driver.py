@@ -1035,7 +1035,8 @@ class ReplayDriver:
     _on_fq_ring_free_locked = _count_fq
 
     def _on_iommu_dma_unmap_(self, ev: Event, k: tuple[str, ...]) -> None:  # __iommu_dma_unmap
-        self.unmaps.announce(ev.cpu, ev.fields[k[0]])
+        um = self.unmaps
+        um.next_owner[ev.cpu] = um.dev_owner.get(ev.fields[k[0]])  # UnmapTracker.announce, inline
 
     def _on_dma_unmap_sg(self, ev: Event, k: tuple[str, ...]) -> None:
         self.unmaps.announce(ev.cpu, ev.fields[k[0]])  # the sg tracepoint comes before the unmap
