@@ -291,8 +291,6 @@ def _short_strings(m: np.ndarray, ln: np.ndarray | int) -> Any:
 
     Equal to ``_string_array(_gather_ranges(...))`` on the same bytes, in a few whole-matrix numpy passes.
     """
-    import pyarrow as pa
-
     n, width = m.shape
     col = np.arange(width, dtype=np.int32)
     stop = m == 0

@@ -37,7 +37,6 @@ from .adapter import EventMap
 from .fidelity import Fidelity
 from .gaps import UnmapTracker
 from .findings import Certainty, Finding, Severity
-from .iova import order_base_2
 from .profiles import KernelProfile
 from .rcache import ALLOC_FAIL, FROM_FLUSH, FROM_TREE, HIT_DEPOT, HIT_LOADED, HIT_PREV, RcacheDomain
 from .state import UNCACHED_BIN, DomainState

@@ -35,7 +35,6 @@ release_device racing attach (s390 ≤6.1; FQ timer/teardown race fixed by d7061
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -358,10 +357,7 @@ class IommuLayer:
 
     def _on_alloc_iova(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
-        v = f.get("domain")
-        dom = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
-        if dom is None:
-            dom = _hex(v)
+        dom = _hex(f.get("domain"))
         topo = self.topology
         ds = topo.domains.get(dom)
         if ds is not None and ds.freed_ns is not None and ds.freed_ns < ev.ts_ns:
@@ -395,10 +391,7 @@ class IommuLayer:
         f = ev.fields
         ctx = self._alloc_ctx.get(ev.cpu)
         if ctx is not None and "iovad" in f:
-            v = f["iovad"]
-            iovad = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
-            if iovad is None:
-                iovad = _hex(v)
+            iovad = _hex(f["iovad"])
             dom = ctx[0]
             self.domain_iovad[dom] = iovad
             self.iovad_domain[iovad] = dom
@@ -463,10 +456,7 @@ class IommuLayer:
         devname, pfn, pages, uev = self._unmap_ctx.pop(cpu)
         if fn.startswith("fq_ring_free"):
             f = ev.fields
-            v = f.get("cookie")
-            cookie = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
-            if cookie is None:
-                cookie = _hex(v)
+            cookie = _hex(f.get("cookie"))
             if cookie in self.freed_cookies:
                 return [self._after_teardown(ev, cookie, "queue_iova")]
             c = self.cookies.get(cookie)
@@ -491,10 +481,7 @@ class IommuLayer:
 
     def _on_fq_ring_free(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
-        v = f.get("cookie")
-        cookie = _HEX_OF.get(v) if type(v) is int else None  # _hex(v), memoised
-        if cookie is None:
-            cookie = _hex(v)
+        cookie = _hex(f.get("cookie"))
         c = self.cookies.get(cookie)
         if c is None or c.ring_free_log is None:
             return None
@@ -569,9 +556,7 @@ class IommuLayer:
 
     def _on_free_iova_fast(self, ev: Event, fn: str) -> list[Finding] | None:
         f = ev.fields
-        v = f.get("iovad", 0)
-        cookie = _COOKIE_OF.get(v) if type(v) is int else None  # _cookie_of_iovad(v), memoised
-        c = self.cookies.get(cookie if cookie is not None else self._cookie_of_iovad(v))
+        c = self.cookies.get(self._cookie_of_iovad(f.get("iovad", 0)))
         if c is not None and c.pending_free:
             pfn = f.get("pfn", 0)
             size = f.get("size", 0)
