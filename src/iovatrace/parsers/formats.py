@@ -108,6 +108,11 @@ class EventFormat:
         return [f for f in self.fields if not f.is_common]
 
     @property
+    def variable_size(self) -> bool:
+        """True if a field's extent depends on the record (``dynamic``, ``relative`` or ``tail``)."""
+        return any(f.kind in ("dynamic", "relative", "tail") for f in self.fields)
+
+    @property
     def is_kprobe(self) -> bool:
         """True for dynamic probe events (kprobe/kretprobe/uprobe/fprobe): they start with ``__probe_ip``/``__probe_func``."""
         names = {f.name for f in self.fields}

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TraceFormatError
-from .decode import WalkResult, build_columns, read_u, walk_pages
+from .decode import WalkResult, build_columns, np_to_arrow, read_u, walk_pages
 from .formats import EventFormat, parse_format
 from .pages import PageBlock, iter_page_blocks
 from .tracedat_meta import SEC_KALLSYMS, SEC_PRINTK, BufferInfo, CpuData, TraceMeta, load_lazy, read_meta
@@ -101,7 +101,8 @@ class RecordBlock:
         ids: event id of each record.
         seq0: ``seq`` of the first record.
         groups: when asked for (``iter_record_blocks(group=True)``): per event id present, its records as
-            ``(event id, record indices, payload starts, payload lengths, raw timestamps)``, each contiguous.
+            ``(event id, record indices, payload starts, raw timestamps)``, each contiguous (lengths, which
+            only formats with variable-size fields need, are ``walk.lengths[record indices]``).
     """
 
     buffer: str
@@ -110,7 +111,7 @@ class RecordBlock:
     walk: WalkResult
     ids: np.ndarray
     seq0: int
-    groups: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None
+    groups: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def record_offsets(self) -> np.ndarray:
         """File offset of each record's payload (compressed data: of its chunk)."""
@@ -471,8 +472,10 @@ class TraceDat:
         """
         import pyarrow as pa
 
-        idx = pa.array(k, mask=None if found.all() else ~found)
-        return self._comm_table[1].take(idx)  # type: ignore[index]
+        k = k.astype(np.int32, copy=False)
+        valid = None if found.all() else pa.py_buffer(np.packbits(found, bitorder="little"))
+        idx = pa.Array.from_buffers(pa.int32(), k.size, [valid, pa.py_buffer(k)])
+        return _call_function()("take", [self._comm_table[1], idx])  # type: ignore[index]
 
     def iter_batches(self, events: Iterable[str] | None = None,
                      buffers: Iterable[str] | None = None,
@@ -509,7 +512,7 @@ class TraceDat:
             if rb.ids.size == 0:
                 continue
             data = rb.block.data
-            for ev_id, grp, starts, lengths, raw_ts in rb.groups or ():
+            for ev_id, grp, starts, raw_ts in rb.groups or ():
                 fmt = self.format_for_id(ev_id)
                 if fmt is None:
                     continue
@@ -519,20 +522,22 @@ class TraceDat:
                     continue
                 schema = self.schema_for(fmt)
                 n = grp.size
+                lengths = rb.walk.lengths[grp] if fmt.variable_size else None
                 payload = build_columns(fmt, data, starts, lengths, big, L, schema, (fl_off, pc_off, pid_off))
                 flags, preempt, pid = payload[-3:]
                 del payload[-3:]
                 gk, gfound = self._comm_index(pid)
                 key = fmt.key if not rb.buffer else f"{rb.buffer}/{fmt.key}"
                 cols = [
-                    pa.array(self._ts_ns(raw_ts), pa.uint64()),
-                    pa.array(np.full(n, rb.cpu, dtype=np.uint32)),
-                    pa.array((rb.seq0 + grp).astype(np.uint64)),
-                    pa.array(pid),
+                    np_to_arrow(self._ts_ns(raw_ts).astype(np.uint64, copy=False)),
+                    np_to_arrow(np.full(n, rb.cpu, dtype=np.uint32)),
+                    np_to_arrow((rb.seq0 + grp).astype(np.uint64)),
+                    np_to_arrow(pid),
                     self._comm(gk, gfound),
-                    pa.array(flags),
-                    pa.array(preempt),
-                    pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([fmt.key])),
+                    np_to_arrow(flags),
+                    np_to_arrow(preempt),
+                    pa.DictionaryArray.from_arrays(np_to_arrow(np.zeros(n, dtype=np.int32)), pa.array([fmt.key]),
+                                                   safe=False),  # all indices 0: nothing to validate
                 ]
                 cols += payload
                 if len(cols) < len(schema):  # bprint/bputs text
@@ -571,17 +576,26 @@ class TraceDat:
 _END = object()
 
 
-def _group_records(ids: np.ndarray, wr: WalkResult) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def _group_records(ids: np.ndarray, wr: WalkResult) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Split a block's records by event id (stream order kept inside each id): see :attr:`RecordBlock.groups`."""
     if ids.size == 0:
         return []
     order = np.argsort(ids, kind="stable")
     sids = ids[order]
     cuts = np.flatnonzero(sids[1:] != sids[:-1]) + 1
-    starts, lengths, ts = wr.starts[order], wr.lengths[order], wr.ts[order]
+    starts, ts = wr.starts[order], wr.ts[order]
     bounds = [0, *cuts.tolist(), ids.size]
-    return [(int(sids[lo]), order[lo:hi], starts[lo:hi], lengths[lo:hi], ts[lo:hi])
-            for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return [(int(sids[lo]), order[lo:hi], starts[lo:hi], ts[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _call_function() -> Any:
+    """Arrow's compute entry point, from the Cython module: ``pyarrow.compute`` itself takes ≈ 45 ms to import
+    (it generates a Python wrapper for every kernel), ``pyarrow._compute`` 4 ms. Falls back to the public name."""
+    try:
+        from pyarrow._compute import call_function
+    except ImportError:  # pragma: no cover - a pyarrow that moved it
+        from pyarrow.compute import call_function
+    return call_function
 
 
 def _prefetch(gen: Iterator[Any]) -> Iterator[Any]:
