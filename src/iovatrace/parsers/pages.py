@@ -3,7 +3,9 @@
 Theory of operation: each CPU of each buffer owns ``size`` bytes at ``offset`` (see tracedat_meta). Plain data
 is read with ``os.preadv`` into a fresh buffer, ``block_pages`` pages at a time, so memory stays bounded and no
 file mapping inflates the resident set; v7 compressed data is a u32 chunk count then ``(u32 csize, u32 usize,
-bytes)`` chunks that decompress independently, gathered until a block is full. A :class:`PageBlock` is a flat
+bytes)`` chunks that decompress independently, gathered until a block is full (a block's chunks decompress
+straight into its buffer in two halves, one on a pool thread; a chunk that fails sends the rest of that CPU through a
+chunk-by-chunk path that accounts for every loss). A :class:`PageBlock` is a flat
 ``uint8`` array (zero-padded past the last page so fixed-width row views never read out of bounds), plus, per
 page, where it came from (file offset of the page, or of its compressed chunk) and how many bytes of it exist.
 
@@ -14,6 +16,7 @@ pages (or chunks) were lost, so a truncated file yields every page before the cu
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -198,11 +201,27 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
             yield ("chunk", i, at, usize, read(at + 8, csize))
             at += 8 + csize
 
-    # Chunks decompress in a small pool, a window ahead, and are taken back in order (zstd and zlib release the
-    # GIL, so this overlaps the page walk of the previous block).
+    src: Iterator[tuple[Any, ...]] = jobs()
+    # Fast path: a block's chunks decompress straight into its buffer, in two halves on the pool (zstd and zlib
+    # release the GIL), one task per half rather than a future per 40 KiB chunk. At the first chunk that fails,
+    # this CPU's remaining chunks, that block's included, go through the chunk-by-chunk path below, which
+    # reports each loss and never lets a block span a lost chunk.
+    while True:
+        batch, stop = _take_block(src, ps, block_pages)
+        blk = _decompress_block(batch, ps, meta.compression, path, endian, pool) if batch else None
+        if blk is None:
+            src = itertools.chain(batch, [stop] if stop else [], src)
+            break
+        blk.first_page = next_page
+        next_page += blk.npages
+        yield blk
+        if stop is not None:
+            src = iter([stop])
+            break
+
+    # Chunks decompress in a small pool, a window ahead, and are taken back in order.
     workers = _pool()
     window: deque[tuple[tuple[Any, ...], Any]] = deque()
-    src = jobs()
     done = False
     while not done or window:
         while not done and len(window) < _WINDOW:
@@ -247,7 +266,58 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
         yield flush()
 
 
-#: Compressed chunks decompressed ahead of the one being copied into its block.
+def _take_block(src: Iterator[tuple[Any, ...]], ps: int, block_pages: int
+                ) -> tuple[list[tuple[Any, ...]], tuple[Any, ...] | None]:
+    """The next block's chunk jobs (as many as fill ``block_pages``) and the "stop" job that ended them, if any."""
+    batch: list[tuple[Any, ...]] = []
+    pages = 0
+    for job in src:
+        if job[0] == "stop":
+            return batch, job
+        batch.append(job)
+        pages += -(-job[3] // ps)
+        if pages >= block_pages:
+            break
+    return batch, None
+
+
+def _decompress_block(batch: list[tuple[Any, ...]], ps: int, alg: str, path: str, endian: str,
+                      pool: list[np.ndarray] | None) -> PageBlock | None:
+    """Decompress ``batch``'s chunks into one block (half here, half on the pool); ``None`` if any chunk fails."""
+    usizes = np.array([j[3] for j in batch], dtype=np.int64)
+    kpages = -(-usizes // ps)
+    n = int(kpages.sum())
+    at = np.zeros(len(batch) + 1, dtype=np.int64)
+    np.cumsum(kpages, out=at[1:])
+    at *= ps
+    buf = _buffer(n * ps + PAD, pool)
+    buf[n * ps:] = 0
+    offs = np.repeat(np.array([j[2] for j in batch], dtype=np.int64), kpages)
+    valid = np.full(n, ps, dtype=np.int64)
+    part = usizes % ps
+    for i in np.flatnonzero(part).tolist():  # a chunk ending inside a page: the rest of that page is zero
+        valid[at[i + 1] // ps - 1] = part[i]
+        buf[at[i] + usizes[i]: at[i + 1]] = 0
+
+    def run(lo: int, hi: int) -> bool:
+        for i in range(lo, hi):
+            _, _, coff, usize, comp = batch[i]
+            try:
+                out = decompress(alg, comp, usize, Cursor(b"", path, endian, 0, coff))
+            except TraceFormatError:
+                return False
+            buf[at[i]: at[i] + usize] = np.frombuffer(out, dtype=np.uint8)
+        return True
+
+    mid = len(batch) // 2
+    half = _pool().submit(run, mid, len(batch))
+    ok = run(0, mid)
+    if not (half.result() and ok):
+        return None
+    return PageBlock(buf, n, ps, offs, valid, 0, True)
+
+
+#: Compressed chunks decompressed ahead of the one being copied into its block (chunk-by-chunk path).
 _WINDOW = 16
 _POOL: list[Any] = []
 
