@@ -54,7 +54,8 @@ TAINT_AMBIGUOUS_MAPS = False
 VERIFY_UNMAP_OWNER = False
 #: An rcache flush storm: this many flush-and-retry events within one second in one domain.
 FLUSH_STORM = (10, 1_000_000_000)
-_NO_RANGE = (1, 0)  # an empty pfn range
+_NO_RANGE = range(0)  # an empty pfn range
+_NEVER = 1 << 64  # no deadline pending
 _SOURCES = {HIT_LOADED: "loaded", HIT_PREV: "prev", HIT_DEPOT: "depot", FROM_TREE: "tree", FROM_FLUSH: "flush",
             ALLOC_FAIL: "fail"}
 
@@ -109,7 +110,7 @@ class ReplayResult:
 class _Pending:
     """An alloc_iova_fast between entry and return on one CPU (reused, no per-event allocation)."""
 
-    __slots__ = ("st", "size", "limit", "flush", "pred", "src", "ev", "nested_alloc", "nested_flush",
+    __slots__ = ("st", "size", "limit", "flush", "pred", "src", "top", "ev", "nested_alloc", "nested_flush",
                  "nested_pfn", "changed")
 
     def __init__(self) -> None:
@@ -176,16 +177,20 @@ class ReplayDriver:
         self._direct = [None] * cpus  # direct alloc_iova calls: (st, size, limit, aligned)
         self._expect_free: list[tuple[DomainState, int] | None] = [None] * cpus
         self._cur: list[DomainState | None] = [None] * cpus
-        self._devname: list[str | None] = [None] * cpus
-        self._devptr: list[int | None] = [None] * cpus
-        # first and last pfn of the last allocation per CPU (_NO_RANGE: none, matches no pfn)
-        self._mapped: list[tuple[int, int]] = [_NO_RANGE] * cpus
+        # the iommu_dma_alloc_iova event whose device the next alloc_iova_fast entry on the CPU takes
+        self._devname: list[Event | None] = [None] * cpus
+        # pfns of the last allocation per CPU (_NO_RANGE: none); a range, as `pfn in` it is one C-level test
+        self._mapped: list[range] = [_NO_RANGE] * cpus
         self._lost_map: list[tuple[int, int, int] | None] = [None] * cpus
-        self._dma_alloc: list[tuple[Any, Any, int] | None] = [None] * cpus
+        self._dma_alloc: list[Event | None] = [None] * cpus  # the last iommu_dma_alloc_iova on each CPU
+        self._dma_keys = self.map.by_op["iommu_dma_alloc_iova"].fields
         self.unmaps = UnmapTracker()
         self._fq_events: dict[str, int] = {}  # by event name, in first-seen order (see fq_counts)
         self._losses = sorted(lost_events, reverse=True)  # popped from the end, earliest first
-        self._next_deadline = at_ns if at_ns is not None else 1 << 64
+        self._next_deadline = at_ns if at_ns is not None else _NEVER
+        # Only depot work the model runs itself (≥6.7 depot, no iova_depot_work_func probe) arms deadlines
+        # while events are handled (_arm); otherwise, once the known ones have fired, none is left.
+        self._may_arm = profile.list_depot and not self.has_depot_work
         if self._losses:
             self._next_deadline = min(self._next_deadline, self._losses[-1][0])
         self._n = 0
@@ -254,29 +259,52 @@ class ReplayDriver:
 
     def _run_plain(self, events: Iterable[Event]) -> tuple[int, int | None, int]:
         """The loop of :meth:`run` without extensions, validation or progress: the same steps, nothing else
-        per event (deadline compare, one dict lookup, one call). Returns ``(events, first ts, last ts)``."""
+        per event. Returns ``(events, first ts, last ts)``.
+
+        While a deadline is pending (a ring-buffer loss, the ``--at`` snapshot, or depot work the model must run
+        itself), every event's time is compared with it; once none is left and none can be armed again, the rest
+        of the stream runs through a loop without that compare (one dict lookup and one call an event).
+        """
         dispatch = self._dispatch
         ncpu = len(self._pending)
         # A list is counted by its length and read as it is; any other iterable is counted by a zip with a
         # counter in C, so the loop itself runs nothing per event for either.
         counter = itertools.count()
+        n: int | None = None
         if isinstance(events, (list, tuple)):
             if not events:
                 return 0, None, 0
-            src: Iterable[Event] = events
-            first = events[0].ts_ns
+            n = len(events)
+            it: Iterator[Event] = iter(events)
+            ev = events[0]
         else:
-            it = iter(events)
-            head = next(it, None)
-            if head is None:
+            it0 = iter(events)
+            ev = next(it0, None)
+            if ev is None:
                 return 0, None, 0
-            first = head.ts_ns
-            src = map(operator.itemgetter(0), zip(itertools.chain((head,), it), counter))
-        ts = first
-        for ev in src:
-            ts = ev.ts_ns
-            if ts >= self._next_deadline:  # handlers may arm an earlier deadline (_arm)
-                self._deadline(ts)
+            it = map(operator.itemgetter(0), zip(itertools.chain((ev,), it0), counter))
+        first = ev.ts_ns
+        may_arm = self._may_arm
+        if self._next_deadline < _NEVER or may_arm:
+            for ev in it:
+                ts = ev.ts_ns
+                if ts >= self._next_deadline:  # handlers may arm an earlier deadline (_arm)
+                    self._deadline(ts)
+                    if self._next_deadline >= _NEVER and not may_arm:
+                        self._handle_one(ev)
+                        break  # no deadline left: the loop below
+                try:
+                    handler, k = dispatch[ev.name]
+                except KeyError:
+                    continue  # an event the replay does not use
+                if ev.cpu >= ncpu:
+                    self._grow(ev.cpu)
+                    ncpu = len(self._pending)
+                handler(ev, k)
+            else:
+                return (n if n is not None else next(counter)), first, ev.ts_ns
+            ncpu = len(self._pending)
+        for ev in it:
             try:
                 handler, k = dispatch[ev.name]
             except KeyError:
@@ -285,8 +313,15 @@ class ReplayDriver:
                 self._grow(ev.cpu)
                 ncpu = len(self._pending)
             handler(ev, k)
-        n = len(events) if src is events else next(counter)  # type: ignore[arg-type]
-        return n, first, ts
+        return (n if n is not None else next(counter)), first, ev.ts_ns
+
+    def _handle_one(self, ev: Event) -> None:
+        """Run the replay's own handler of one event, if it has one (no deadline check, no extensions)."""
+        h = self._dispatch.get(ev.name)
+        if h is not None:
+            if ev.cpu >= len(self._pending):
+                self._grow(ev.cpu)
+            h[0](ev, h[1])
 
     def step(self, ev: Event) -> None:
         """Apply one event (for callers that drive the loop themselves)."""
@@ -315,7 +350,6 @@ class ReplayDriver:
             self._expect_free.append(None)
             self._cur.append(None)
             self._devname.append(None)
-            self._devptr.append(None)
             self._mapped.append(_NO_RANGE)
             self._lost_map.append(None)
             self._dma_alloc.append(None)
@@ -331,7 +365,7 @@ class ReplayDriver:
             lts, lcpu, count = losses.pop()
             what = "an unknown number of" if count < 0 else str(count)
             self._gap(lts, f"ring buffer lost {what} events on cpu{lcpu}", list(self.domains.values()))
-        nxt = losses[-1][0] if losses else 1 << 64
+        nxt = losses[-1][0] if losses else _NEVER
         if not self.has_depot_work and self.profile.list_depot:
             # The trace does not probe iova_depot_work_func: run the work at its deadline ourselves.
             for st in list(self.domains.values()):
@@ -488,21 +522,25 @@ class ReplayDriver:
         if cpu not in self.online and not self.has_cpuhp:
             self.online.add(cpu)  # it runs again: it was brought back online (no cpuhp events to say when)
         um = self.unmaps
-        dn = self._devname[cpu]
-        if dn is not None:
-            st.devices.add(dn)
+        da = self._devname[cpu]
+        if da is not None:  # the device of the iommu_dma_alloc_iova just before allocates in st
             self._devname[cpu] = None
-            um.dev_owner[dn] = st
-            dp = self._devptr[cpu]
-            if dp is not None:
-                um.dev_owner[dp] = st
+            kd = self._dma_keys
+            fd = da.fields
+            dn = fd.get(kd[4])
+            if dn:
+                st.devices.add(dn)
+                um.dev_owner[dn] = st
+                dp = fd.get(kd[3])
+                if dp is not None:
+                    um.dev_owner[dp] = st
         # A strict domain frees at unmap time: unmaps still open on this CPU lost their free_iova_fast hit.
         # (UnmapTracker.alloc and .unknown_open, their empty-ring answers checked here first.)
         r = um.rings.get((st, cpu))
         if r is not None and r.q and um.is_strict(st):
             for e in um.alloc(st, cpu):
                 self._lost_free(st, cpu, e.pfn, e.pages, ts)
-        r = um.rings.get((None, cpu))
+        r = um.unknown_ring.get(cpu)
         if r is not None and r.q:
             for e in um.unknown_open(cpu):
                 self._attribute_unknown(cpu, e.pfn, e.pages, ts)
@@ -518,7 +556,7 @@ class ReplayDriver:
                 self._drain(old, ts, cpu)
             if pfn:
                 old.recon.add(pfn)
-                self._mapped[cpu] = (pfn, pfn + max(1, p.size) - 1)
+                self._mapped[cpu] = range(pfn, pfn + max(1, p.size))
             self._touch(old)
             self._gap(ts, f"alloc_iova_fast on cpu{cpu} without the return of the previous one (lost kretprobe); "
                           f"committed the model's pfn {pfn:#x}")
@@ -528,6 +566,7 @@ class ReplayDriver:
         if cpu >= dom.ncpus:
             dom.ensure_cpu(cpu)
         pred, src = dom.predict_alloc_iova_fast(cpu, size, limit)
+        p.top = dom.predicted_top
         p.st = st
         p.size = size
         p.limit = limit
@@ -590,7 +629,13 @@ class ReplayDriver:
             if not matched:
                 self._resync_alloc(st, cpu, rsize, actual)
         elif pred == actual:
-            res = dom.alloc_iova_fast(cpu, size, p.limit, bool(p.flush))
+            top = p.top
+            if top and not p.changed and top[-1] == actual:
+                # The entry's prediction was the loaded magazine's top and the domain did not change since:
+                # commit it without walking the rcache again.
+                res = dom.take_predicted_top(top)
+            else:
+                res = dom.alloc_iova_fast(cpu, size, p.limit, bool(p.flush))
             matched = True
             if res != actual:  # predict and commit must agree: a model bug
                 from ..errors import ModelError
@@ -612,7 +657,7 @@ class ReplayDriver:
                 st.misses[bin_] += 1
             else:
                 st.hits[bin_] += 1
-            self._mapped[cpu] = (actual, actual + rsize - 1)
+            self._mapped[cpu] = range(actual, actual + rsize)
             # Its earlier unmap never saw a free: that free_iova_fast hit was lost before this allocation, so
             # the prediction depended on a gap.
             stale = self.unmaps.realloc(st, actual) > 0
@@ -625,8 +670,7 @@ class ReplayDriver:
             stale = False
         if p.nested_flush and src != FROM_FLUSH:
             st.rcache_flushes += 1
-        # fidelity
-        fid = self.fid
+        # fidelity: counted per domain here, summed into Fidelity by finish()
         if stale:
             st.lost_frees += 1
             st.findings_gap = f"lost free_iova_fast hits (kprobe misses), e.g. pfn {actual:#x}"
@@ -639,7 +683,6 @@ class ReplayDriver:
             st.recon.discard(pred)
             st.recon.discard(actual)
         if st.observed:
-            fid.predicted += 1
             if st.taint_left > 0 or recon:
                 if st.taint_left > 0:
                     st.taint_left -= 1
@@ -648,16 +691,14 @@ class ReplayDriver:
                     if RESYNC_RUN and st.resync_run >= RESYNC_RUN:
                         st.taint_left = 0
                         st.resync_run = 0
-                fid.uncertain += 1
                 st.pred_uncertain += 1
                 if matched:
-                    fid.uncertain_matched += 1
+                    st.uncertain_match += 1
             elif matched:
-                fid.exact += 1
                 st.pred_exact += 1
             else:
-                fid.mismatched += 1
                 st.pred_mismatch += 1
+                fid = self.fid
                 if len(fid.mismatches) < 20:
                     fid.mismatches.append({"ts_ns": ts, "cpu": cpu, "iovad": st.name, "size": size,
                                            "limit_pfn": p.limit, "predicted": pred, "actual": actual,
@@ -666,16 +707,14 @@ class ReplayDriver:
                               "re-synchronised", (st,))
             if self.has_alloc_iova and st.taint_left == 0 and actual:
                 model_miss = p.src == FROM_TREE or p.src == FROM_FLUSH
-                chk = fid.checks["rcache_miss"]
+                chk = self.fid.checks["rcache_miss"]
                 if model_miss == p.nested_alloc:
                     chk.agree += 1  # Check.record(True) without building its example
                 else:
                     chk.record(False, ts_ns=ts, iovad=st.name, model_miss=model_miss, trace_miss=p.nested_alloc)
         else:
-            fid.learned += 1
             st.learned += 1
             if matched:
-                fid.learned_matched += 1
                 st.learned_match += 1
         if self.timeline_ns:
             self._sample(st, ts)
@@ -685,9 +724,13 @@ class ReplayDriver:
         cpu = ev.cpu
         ts = ev.ts_ns
         actual = ev.fields[k[0]]
-        ctx = self._dma_alloc[cpu]
+        da = self._dma_alloc[cpu]
         owner = None
-        if ctx is not None:
+        ctx = None
+        if da is not None:
+            kd = self._dma_keys
+            fd = da.fields
+            ctx = (fd.get(kd[4]), fd.get(kd[3]), fd.get(kd[1]) or 0)  # (device name, pointer, size)
             owner = self.unmaps.dev_owner.get(ctx[0]) or self.unmaps.dev_owner.get(ctx[1])
         if owner is not None and actual and owner.destroyed_ns is None:
             for e in self.unmaps.alloc(owner, cpu):  # a strict domain's open unmaps were freed by now
@@ -698,7 +741,7 @@ class ReplayDriver:
             self._resync_alloc(owner, cpu, rsize, actual)
             owner.recon.add(actual)
             self._touch(owner)
-            self._mapped[cpu] = (actual, actual + rsize - 1)
+            self._mapped[cpu] = range(actual, actual + rsize)
         self._gap(ts, f"alloc_iova_fast return on cpu{cpu} without its entry (lost kprobe)"
                       + (f"; pfn {actual:#x} given to {owner.name}" if owner is not None else ""))
 
@@ -820,7 +863,7 @@ class ReplayDriver:
             return
         um = self.unmaps
         lost = um.free(st, cpu, pfn, ts)
-        unknown = um.rings.get((None, cpu))
+        unknown = um.unknown_ring.get(cpu)
         if unknown is not None and unknown.q and um.is_strict(st):
             # Unmaps of unknown domain on this CPU before this one: in a strict domain they were freed by now.
             last = um.last_unmap.get(cpu)
@@ -1003,13 +1046,10 @@ class ReplayDriver:
 
     def _on_iommu_dma_alloc_iova(self, ev: Event, k: tuple[str, ...]) -> None:
         # dma-iommu's caller: names the device whose alloc_iova_fast follows on this CPU.
-        f = ev.fields
+        # Kept as it is: its fields are read only by the alloc_iova_fast entry that follows (and a lost one).
         cpu = ev.cpu
-        name = f.get(k[4])
-        dev = f.get(k[3])
-        self._devname[cpu] = name or None
-        self._devptr[cpu] = dev
-        self._dma_alloc[cpu] = (name, dev, f.get(k[1]) or 0)
+        self._devname[cpu] = ev
+        self._dma_alloc[cpu] = ev
 
     # ------------------------------------------------------------------------------------------------ lost frees
 
@@ -1043,10 +1083,9 @@ class ReplayDriver:
     def _on_iommu_map(self, ev: Event, k: tuple[str, ...]) -> None:
         f = ev.fields
         pfn = f[k[0]] >> 12
+        if pfn in self._mapped[ev.cpu]:
+            return  # a page of the allocation just made on this CPU (the most common event of all)
         cpu = ev.cpu
-        rng = self._mapped[cpu]
-        if rng[0] <= pfn <= rng[1]:
-            return  # a page of the allocation just made on this CPU
         self._mapped[cpu] = _NO_RANGE
         pages = (f[k[2]] + 4095) >> 12
         if self.has_dma_events:
@@ -1256,6 +1295,16 @@ class ReplayDriver:
         """Close the replay: sequence checks, aggregated findings, extensions. Idempotent enough to call once."""
         res = self.result
         fid = self.fid
+        # The prediction counters, kept per domain while replaying (an observed domain stays observed).
+        obs = [st for st in self.all_domains if st.observed]
+        fid.exact = sum(st.pred_exact for st in obs)
+        fid.uncertain = sum(st.pred_uncertain for st in obs)
+        fid.uncertain_matched = sum(st.uncertain_match for st in obs)
+        fid.mismatched = sum(st.pred_mismatch for st in obs)
+        fid.predicted = fid.exact + fid.uncertain + fid.mismatched
+        learned = [st for st in self.all_domains if not st.observed]
+        fid.learned = sum(st.learned for st in learned)
+        fid.learned_matched = sum(st.learned_match for st in learned)
         for st in self.all_domains:
             if not st.observed:
                 continue

@@ -49,22 +49,48 @@ class _Entry:
 
 
 class _Ring:
-    __slots__ = ("q", "index", "seq")
+    """One (domain, CPU) ring: pending entries in unmap order, and the newest entry of each pfn (``index``).
 
-    def __init__(self) -> None:
+    ``counts`` is shared by every ring of a tracker: for each pfn, how many rings' indexes hold it, so that a
+    search by pfn over all rings (:meth:`UnmapTracker.realloc`, once per allocation) stops at once when none
+    does. Every change to ``index`` goes through :meth:`put` / :meth:`drop` (or their inline copies, marked).
+    """
+
+    __slots__ = ("q", "index", "seq", "counts")
+
+    def __init__(self, counts: dict[int, int]) -> None:
         self.q: deque[_Entry] = deque()
         self.index: dict[int, _Entry] = {}
         self.seq = 0
+        self.counts = counts
+
+    def put(self, pfn: int, e: _Entry) -> None:
+        """index[pfn] = e."""
+        index = self.index
+        if pfn not in index:
+            counts = self.counts
+            counts[pfn] = counts.get(pfn, 0) + 1
+        index[pfn] = e
+
+    def drop(self, pfn: int) -> None:
+        """del index[pfn] (which must be there)."""
+        del self.index[pfn]
+        counts = self.counts
+        c = counts[pfn]
+        if c == 1:
+            del counts[pfn]
+        else:
+            counts[pfn] = c - 1
 
     def add(self, e: _Entry) -> None:
         self.seq += 1
         e.seq = self.seq
         self.q.append(e)
-        self.index[e.pfn] = e
+        self.put(e.pfn, e)
         if len(self.q) > RING_LIMIT:
             old = self.q.popleft()
             if self.index.get(old.pfn) is old:
-                del self.index[old.pfn]
+                self.drop(old.pfn)
 
     def close_upto(self, e: _Entry) -> Iterator[_Entry]:
         """Close e; yield the open entries ahead of it (lost frees)."""
@@ -72,7 +98,7 @@ class _Ring:
         while q:
             x = q.popleft()
             if self.index.get(x.pfn) is x:
-                del self.index[x.pfn]
+                self.drop(x.pfn)
             if x is e:
                 break
             if x.open:
@@ -85,7 +111,7 @@ class _Ring:
         while q:
             x = q.popleft()
             if self.index.get(x.pfn) is x:
-                del self.index[x.pfn]
+                self.drop(x.pfn)
             if x.open:
                 x.open = False
                 yield x
@@ -100,6 +126,8 @@ class UnmapTracker:
 
     def __init__(self) -> None:
         self.rings: dict[tuple[Any, int], _Ring] = {}
+        self.unknown_ring: dict[int, _Ring] = {}  # cpu -> its unknown-owner ring (= rings[(None, cpu)])
+        self.indexed: dict[int, int] = {}  # pfn -> number of rings whose index holds it (_Ring.counts)
         self.dev_owner: dict[Any, Any] = {}  # device pointer or name -> owner
         self.next_owner: dict[int, Any] = {}  # cpu -> owner announced for the next iommu:unmap on it
         self.strict_evidence: dict[Any, int] = {}
@@ -114,9 +142,10 @@ class UnmapTracker:
     def _ring(self, owner: Any, cpu: int) -> _Ring:
         r = self.rings.get((owner, cpu))
         if r is None:
-            r = self.rings[(owner, cpu)] = _Ring()
+            r = self.rings[(owner, cpu)] = _Ring(self.indexed)
             self.owner_rings.setdefault(owner, []).append(r)
             if owner is None:
+                self.unknown_ring[cpu] = r
                 item = (True, r)
                 self._scan_none.append(item)
                 for lst in self._scan.values():
@@ -153,11 +182,15 @@ class UnmapTracker:
         e.seq = seq
         q = r.q
         q.append(e)
-        r.index[pfn] = e
+        index = r.index
+        if pfn not in index:  # _Ring.put, inline
+            counts = self.indexed
+            counts[pfn] = counts.get(pfn, 0) + 1
+        index[pfn] = e
         if len(q) > RING_LIMIT:
             old = q.popleft()
-            if r.index.get(old.pfn) is old:
-                del r.index[old.pfn]
+            if index.get(old.pfn) is old:
+                r.drop(old.pfn)
         self.last_unmap[cpu] = e
 
     def attribute(self, cpu: int, dev: Any, pfn: int) -> Any:
@@ -175,7 +208,7 @@ class UnmapTracker:
             if r is not None and r.q and r.q[-1] is e:
                 r.q.pop()
                 if r.index.get(e.pfn) is e:
-                    del r.index[e.pfn]
+                    r.drop(e.pfn)
                 e.owner = owner
                 self._ring(owner, cpu).add(e)
         return e if e.open else None
@@ -189,7 +222,7 @@ class UnmapTracker:
         while r.q and r.q[0].ts < ts:
             x = r.q.popleft()
             if r.index.get(x.pfn) is x:
-                del r.index[x.pfn]
+                r.drop(x.pfn)
             if x.open:
                 x.open = False
                 out.append(x)
@@ -215,8 +248,14 @@ class UnmapTracker:
                 q = r.q
                 if q[0] is e:
                     q.popleft()
-                    if r.index.get(e.pfn) is e:
-                        del r.index[e.pfn]
+                    # r.index[pfn] is e: _Ring.drop, inline
+                    del r.index[pfn]
+                    counts = self.indexed
+                    c = counts[pfn]
+                    if c == 1:
+                        del counts[pfn]
+                    else:
+                        counts[pfn] = c - 1
                     e.open = False
                     return []
                 return list(r.close_upto(e))
@@ -250,6 +289,8 @@ class UnmapTracker:
             How many open entries were closed (each one a free the trace lost before this allocation).
         """
         n = 0
+        if pfn not in self.indexed:
+            return 0  # no ring holds an entry of pfn (the usual answer)
         for _unknown, r in (self._scan.get(owner, self._scan_none) if owner is not None else self._scan_none):
             e = r.index.get(pfn)
             if e is not None and e.open:
@@ -276,7 +317,9 @@ class UnmapTracker:
     def forget(self, owner: Any) -> None:
         """Drop owner's rings (domain destroyed: queued entries die with it)."""
         for key in [k for k in self.rings if k[0] is owner]:
-            del self.rings[key]
+            r = self.rings.pop(key)
+            for pfn in list(r.index):
+                r.drop(pfn)
         self.owner_rings.pop(owner, None)
         self._rebuild_scan()
         self.lazy.discard(owner)

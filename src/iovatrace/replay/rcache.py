@@ -123,10 +123,13 @@ class RcacheDomain(IovaDomain):
         last_source: where the last alloc_iova_fast result came from (HIT_LOADED... ALLOC_FAIL).
         now: trace time of the operation being applied (set by the driver), used for work deadlines.
         cached_pfns: every pfn currently held by a magazine (loaded, prev or depot) of this domain.
+        predicted_top: after :meth:`predict_alloc_iova_fast`, the loaded magazine's pfn list when its answer is
+            that list's top (the usual rcache hit), else ``None``: see :meth:`take_predicted_top`.
     """
 
     __slots__ = ("profile", "mag_size", "ncpus", "online", "rcaches", "ops", "last_source", "now",
-                 "cached_pfns", "bug_modes", "list_depot", "_mag_of", "_mag_dups", "_round_below")
+                 "cached_pfns", "bug_modes", "list_depot", "_mag_of", "_mag_dups", "_round_below",
+                 "predicted_top")
 
     def __init__(self, profile: KernelProfile, ncpus: int, granule: int = 4096, start_pfn: int = 1, *,
                  iovad: int | None = None, online: set[int] | None = None, with_rcaches: bool = True,
@@ -143,6 +146,7 @@ class RcacheDomain(IovaDomain):
         self.last_source = ALLOC_FAIL
         self.now = 0
         self.cached_pfns: set[int] = set()
+        self.predicted_top: list[int] | None = None
         # pfn → the magazine holding it, so that uncache() finds it without scanning every CPU's magazines.
         # Exact while no pfn sits in two magazines at once; a re-synchronised model can get there (a depot pfn
         # the kernel handed out is freed again), and then _mag_dups sends uncache() back to the full scan.
@@ -439,14 +443,35 @@ class RcacheDomain(IovaDomain):
                 source = 0
             if source:
                 limit = limit_pfn + 1 - size
+                if pfns[-1] <= limit:
+                    # The top fits (the usual case): iova_rcache_get() will just pop it.
+                    self.predicted_top = pfns if source == HIT_LOADED else None
+                    return pfns[-1], source
                 # iova_magazine_pop()'s choice: from the top, the first pfn <= limit
-                for i in range(len(pfns) - 1, -1, -1):
+                for i in range(len(pfns) - 2, -1, -1):
                     if pfns[i] <= limit:
+                        self.predicted_top = None
                         return pfns[i], source
+        self.predicted_top = None
         pfn = self.search(size, limit_pfn + 1, True)
         if pfn is not None:
             return pfn, FROM_TREE
         return 0, FROM_FLUSH
+
+    def take_predicted_top(self, pfns: list[int]) -> int:
+        """alloc_iova_fast() when :meth:`predict_alloc_iova_fast` answered the top of the loaded magazine
+        ``pfns`` (its :attr:`predicted_top`) and nothing changed since: iova_rcache_get()'s pop of that top,
+        without rounding the size and finding the magazine again (the replay predicts every allocation at its
+        entry and commits it at its return).
+
+        Returns:
+            The pfn, as alloc_iova_fast() would.
+        """
+        pfn = pfns.pop()
+        self.cached_pfns.discard(pfn)
+        self._mag_of.pop(pfn, None)
+        self.last_source = HIT_LOADED
+        return pfn
 
     # ------------------------------------------------------------------------------------------- flushes
 

@@ -38,7 +38,8 @@ class DomainState:
         devices: device names that allocated in it (from iommu_dma_alloc_iova).
         kmem_model / kmem_trace: magazine allocations and frees, model vs trace (``("A"|"F", mag|ptr)``).
         fp_model / fp_trace: sizes of iova_magazine_free_pfns, model vs trace.
-        pred_exact / pred_mismatch / pred_uncertain / learned / learned_match: prediction counters.
+        pred_exact / pred_mismatch / pred_uncertain / uncertain_match / learned / learned_match: prediction
+            counters (the driver sums them into its Fidelity at the end).
         depot_pops_with_successors: seed (a) windows: pops that left magazines behind in the depot.
         alive_at_put: ranges still allocated at put_iova_domain.
     """
@@ -47,7 +48,8 @@ class DomainState:
         "dom", "iovad", "observed", "created_ns", "destroyed_ns", "gap", "taint_left", "allocs", "frees",
         "free_iova_calls", "failures", "fail32", "hits", "misses", "prior_frees", "rcache_flushes", "max_depot",
         "devices", "kmem_model", "kmem_trace", "fp_model", "fp_trace", "pred_exact", "pred_mismatch",
-        "pred_uncertain", "learned", "learned_match", "depot_pops_with_successors", "alive_at_put", "ops",
+        "pred_uncertain", "uncertain_match", "learned", "learned_match", "depot_pops_with_successors",
+        "alive_at_put", "ops",
         "lazy", "flush_times", "findings_gap", "recon", "lost_frees", "suspect_frees", "resync_run",
     )
 
@@ -77,6 +79,7 @@ class DomainState:
         self.pred_exact = 0
         self.pred_mismatch = 0
         self.pred_uncertain = 0
+        self.uncertain_match = 0  # uncertain predictions that matched anyway
         self.learned = 0
         self.learned_match = 0
         self.depot_pops_with_successors: list[tuple[int, int, int, int]] = []
