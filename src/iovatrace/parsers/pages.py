@@ -202,7 +202,7 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
             at += 8 + csize
 
     src: Iterator[tuple[Any, ...]] = jobs()
-    # Fast path: a block's chunks decompress straight into its buffer, in two halves on the pool (zstd and zlib
+    # Fast path: a block's chunks decompress straight into its buffer, in two halves, one on the pool (zstd and zlib
     # release the GIL), one task per half rather than a future per 40 KiB chunk. At the first chunk that fails,
     # this CPU's remaining chunks, that block's included, go through the chunk-by-chunk path below, which
     # reports each loss and never lets a block span a lost chunk.
