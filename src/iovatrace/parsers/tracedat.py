@@ -351,8 +351,12 @@ class TraceDat:
                     raise TraceFormatError(d["reason"], path=self.path, offset=d["offset"])
                 sink(d)
             if record and ids.size:
-                u, c = np.unique(ids, return_counts=True)
-                for i, k in zip(u.tolist(), c.tolist()):
+                if groups is not None:  # grouping counted them already
+                    pairs = [(g[0], g[1].size) for g in groups]
+                else:
+                    u, c = np.unique(ids, return_counts=True)
+                    pairs = list(zip(u.tolist(), c.tolist()))
+                for i, k in pairs:
                     counts[(b.name, i)] = counts.get((b.name, i), 0) + k  # type: ignore[index]
             self._progress = max(self._progress, int(blk.src_offsets[-1]) + blk.page_size)
             yield RecordBlock(b.name, cd.cpu, blk, wr, ids, seq, groups)
@@ -523,7 +527,7 @@ class TraceDat:
                 cols = [
                     np_to_arrow(self._ts_ns(raw_ts).astype(np.uint64, copy=False)),
                     np_to_arrow(np.full(n, rb.cpu, dtype=np.uint32)),
-                    np_to_arrow((rb.seq0 + grp).astype(np.uint64)),
+                    np_to_arrow(np.add(grp, np.uint64(rb.seq0), dtype=np.uint64, casting="unsafe")),
                     np_to_arrow(pid),
                     self._comm(pid),
                     np_to_arrow(flags),
