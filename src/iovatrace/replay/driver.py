@@ -60,6 +60,17 @@ _SOURCES = {HIT_LOADED: "loaded", HIT_PREV: "prev", HIT_DEPOT: "depot", FROM_TRE
             ALLOC_FAIL: "fail"}
 
 
+def _size_class(size: int) -> tuple[int, int]:
+    """alloc_iova_fast's rounding and the bin it picks (order_base_2, capped at the uncached class)."""
+    if size < 32:
+        rsize = 1 << (size - 1).bit_length() if size > 1 else 1
+        return rsize, (rsize - 1).bit_length()
+    return size, min((size - 1).bit_length(), UNCACHED_BIN)
+
+
+_SIZE_CLASS = {n: _size_class(n) for n in range(256)}  # the common sizes, looked up on every return
+
+
 class Extension(Protocol):
     """A model that rides along with the IOVA replay (H6's dma-iommu/devices/QI models)."""
 
@@ -304,9 +315,17 @@ class ReplayDriver:
             else:
                 return (n if n is not None else next(counter)), first, ev.ts_ns
             ncpu = len(self._pending)
+        # iommu:map is the most frequent event, and nearly always a page of the allocation just made on its CPU:
+        # _on_iommu_map's first test is made here, without the handler call.
+        map_name = self.map.event_of("iommu_map")
+        map_iova = self.map.by_op["iommu_map"].fields[0]
+        mapped = self._mapped
         for ev in it:
+            name = ev.name
+            if name == map_name and ev.cpu < ncpu and ev.fields[map_iova] >> 12 in mapped[ev.cpu]:
+                continue
             try:
-                handler, k = dispatch[ev.name]
+                handler, k = dispatch[name]
             except KeyError:
                 continue  # an event the replay does not use
             if ev.cpu >= ncpu:
@@ -537,7 +556,7 @@ class ReplayDriver:
         # A strict domain frees at unmap time: unmaps still open on this CPU lost their free_iova_fast hit.
         # (UnmapTracker.alloc and .unknown_open, their empty-ring answers checked here first.)
         r = um.rings.get((st, cpu))
-        if r is not None and r.q and um.is_strict(st):
+        if r is not None and r.q and st not in um.lazy and um.is_strict(st):
             for e in um.alloc(st, cpu):
                 self._lost_free(st, cpu, e.pfn, e.pages, ts)
         r = um.unknown_ring.get(cpu)
@@ -592,15 +611,10 @@ class ReplayDriver:
         dom = st.dom
         dom.now = ts
         size = p.size
-        # alloc_iova_fast's rounding and the bin it picks (order_base_2, capped at the uncached class)
-        if size < 32:
-            rsize = 1 << (size - 1).bit_length() if size > 1 else 1
-            bin_ = (rsize - 1).bit_length()
-        else:
-            rsize = size
-            bin_ = (size - 1).bit_length()
-            if bin_ > UNCACHED_BIN:
-                bin_ = UNCACHED_BIN
+        try:
+            rsize, bin_ = _SIZE_CLASS[size]
+        except KeyError:
+            rsize, bin_ = _size_class(size)
         pred = p.pred
         src = p.src
         st.allocs += 1
@@ -660,7 +674,8 @@ class ReplayDriver:
             self._mapped[cpu] = range(actual, actual + rsize)
             # Its earlier unmap never saw a free: that free_iova_fast hit was lost before this allocation, so
             # the prediction depended on a gap.
-            stale = self.unmaps.realloc(st, actual) > 0
+            um = self.unmaps
+            stale = actual in um.indexed and um.realloc(st, actual) > 0  # (realloc's first test, inline)
         else:
             st.failures += 1
             if p.limit < dom.dma_32bit_pfn:
@@ -1173,8 +1188,10 @@ class ReplayDriver:
 
     def _on_dma_unmap_page(self, ev: Event, k: tuple[str, ...]) -> None:
         f = ev.fields
-        e = self.unmaps.attribute(ev.cpu, f[k[0]], f[k[1]] >> 12)
-        if e is not None and e.owner is not None and self.unmaps.is_strict(e.owner):
+        um = self.unmaps
+        e = um.attribute(ev.cpu, f[k[0]], f[k[1]] >> 12)
+        # (an entry of a lazy domain stays open until its flush queue frees it: is_strict's first test, inline)
+        if e is not None and e.owner is not None and e.owner not in um.lazy and um.is_strict(e.owner):
             e.open = False
             self._lost_free(e.owner, ev.cpu, e.pfn, e.pages, ev.ts_ns)
 

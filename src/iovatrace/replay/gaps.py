@@ -48,6 +48,9 @@ class _Entry:
         self.seq = 0
 
 
+_new_entry = _Entry.__new__  # UnmapTracker.unmap fills the slots itself (see there)
+
+
 class _Ring:
     """One (domain, CPU) ring: pending entries in unmap order, and the newest entry of each pfn (``index``).
 
@@ -173,12 +176,17 @@ class UnmapTracker:
         announced = self.next_owner.pop(cpu, None)
         if owner is None:
             owner = announced
-        e = _Entry(pfn, pages, owner, ts)
         r = self.rings.get((owner, cpu))
         if r is None:
             r = self._ring(owner, cpu)
-        # _Ring.add, inline (one call less on every unmap)
+        # _Entry(pfn, pages, owner, ts) and _Ring.add, inline: no __init__ frame, one call less on every unmap
         r.seq = seq = r.seq + 1
+        e = _new_entry(_Entry)
+        e.pfn = pfn
+        e.pages = pages
+        e.owner = owner
+        e.ts = ts
+        e.open = True
         e.seq = seq
         q = r.q
         q.append(e)
@@ -236,51 +244,42 @@ class UnmapTracker:
         """
         r = self.rings.get((owner, cpu))
         e = r.index.get(pfn) if r is not None else None
-        if e is not None and e.open:
-            if owner is not None:
-                # The common case, first: its own ring (close_upto below, without the list when e is the
-                # oldest entry).
-                behind = r.seq - e.seq
-                if behind == 0:
-                    self.strict_evidence[owner] = self.strict_evidence.get(owner, 0) + 1
-                elif behind >= LAZY_BEHIND:
-                    self.lazy.add(owner)
-                q = r.q
-                if q[0] is e:
-                    q.popleft()
-                    # r.index[pfn] is e: _Ring.drop, inline
-                    del r.index[pfn]
-                    counts = self.indexed
-                    c = counts[pfn]
-                    if c == 1:
-                        del counts[pfn]
-                    else:
-                        counts[pfn] = c - 1
-                    e.open = False
-                    return []
-                return list(r.close_upto(e))
-            found = [(True, r, e)]
-        else:
-            # Slow path: the timer freed another CPU's ring, or the unmap's domain was not known.
-            found = []
-            for unknown, r2 in (self._scan.get(owner, self._scan_none) if owner is not None else self._scan_none):
-                e2 = r2.index.get(pfn)
+        unknown = owner is None
+        if e is None or not e.open:
+            # Not in its own ring: the timer freed another CPU's ring, or the unmap's domain was not known.
+            e = None
+            for unknown, r in (self._scan.get(owner, self._scan_none) if owner is not None else self._scan_none):
+                e2 = r.index.get(pfn)
                 if e2 is not None and e2.open:
-                    found.append((unknown, r2, e2))
+                    e = e2
                     break
-        for unknown, r, e in found:
-            # Strict: the free follows its own unmap, nothing queued behind it. Lazy: a ring of later unmaps
-            # waits behind the entry (an interrupt's nested unmap accounts for one or two, not LAZY_BEHIND).
-            behind = r.seq - e.seq
-            if behind == 0:
-                self.strict_evidence[owner] = self.strict_evidence.get(owner, 0) + 1
-            elif behind >= LAZY_BEHIND:
-                self.lazy.add(owner)
-            if unknown:
-                e.open = False  # unknown-owner ring: no FIFO claim across domains
+            if e is None:
                 return []
-            return list(r.close_upto(e))
-        return []
+        # Strict: the free follows its own unmap, nothing queued behind it. Lazy: a ring of later unmaps
+        # waits behind the entry (an interrupt's nested unmap accounts for one or two, not LAZY_BEHIND).
+        behind = r.seq - e.seq
+        if behind == 0:
+            self.strict_evidence[owner] = self.strict_evidence.get(owner, 0) + 1
+        elif behind >= LAZY_BEHIND:
+            self.lazy.add(owner)
+        if unknown:
+            e.open = False  # unknown-owner ring: no FIFO claim across domains
+            return []
+        q = r.q
+        if q[0] is e:
+            # The usual case: e is the ring's oldest entry, nothing ahead of it was lost (close_upto without
+            # the generator). r.index[pfn] is e: _Ring.drop, inline.
+            q.popleft()
+            del r.index[pfn]
+            counts = self.indexed
+            c = counts[pfn]
+            if c == 1:
+                del counts[pfn]
+            else:
+                counts[pfn] = c - 1
+            e.open = False
+            return []
+        return list(r.close_upto(e))
 
     def realloc(self, owner: Any, pfn: int) -> int:
         """pfn was handed out again in owner's domain: an open unmap of it is stale (its free was lost earlier).

@@ -51,6 +51,9 @@ ALLOC_FAIL = 0  #: 0 returned
 
 _serial = itertools.count(1)
 
+#: order_base_2(size) of the common sizes (a dict hit is cheaper than the arithmetic, on every free).
+_ORDER = {n: (n - 1).bit_length() if n > 1 else 0 for n in range(256)}
+
 
 class IovaMagazine:
     """struct iova_magazine: up to ``mag_size`` cached pfns of one size bin.
@@ -129,7 +132,7 @@ class RcacheDomain(IovaDomain):
 
     __slots__ = ("profile", "mag_size", "ncpus", "online", "rcaches", "ops", "last_source", "now",
                  "cached_pfns", "bug_modes", "list_depot", "_mag_of", "_mag_dups", "_round_below",
-                 "predicted_top")
+                 "predicted_top", "_size_class")
 
     def __init__(self, profile: KernelProfile, ncpus: int, granule: int = 4096, start_pfn: int = 1, *,
                  iovad: int | None = None, online: set[int] | None = None, with_rcaches: bool = True,
@@ -140,6 +143,8 @@ class RcacheDomain(IovaDomain):
         self.list_depot = profile.list_depot
         # alloc_iova_fast rounds sizes below this up to a power of two (the largest cached size)
         self._round_below = 1 << max(0, profile.rcache_range_max_size - 1)
+        # alloc_iova_fast's (rounded size, its bin) of the common sizes, as computed in predict_alloc_iova_fast
+        self._size_class = {n: self._rounded(n) for n in range(256)}
         self.ncpus = ncpus
         self.online = online if online is not None else set(range(ncpus))
         self.ops: list[tuple] | None = None
@@ -156,6 +161,12 @@ class RcacheDomain(IovaDomain):
         self.rcaches: list[IovaRcache] | None = None
         if with_rcaches:
             self.iova_domain_init_rcaches()
+
+    def _rounded(self, size: int) -> tuple[int, int]:
+        """alloc_iova_fast()'s size (rounded up to a power of two below the largest cached size) and its bin."""
+        if size < self._round_below:
+            size = 1 << ((size - 1).bit_length()) if size > 1 else 1
+        return size, (size - 1).bit_length() if size > 1 else 0  # order_base_2
 
     # ------------------------------------------------------------------------------------------- setup/teardown
 
@@ -273,7 +284,10 @@ class RcacheDomain(IovaDomain):
 
         ``size`` is the caller's unrounded page count; its order picks the bin.
         """
-        bin_ = (size - 1).bit_length() if size > 1 else 0  # order_base_2
+        try:
+            bin_ = _ORDER[size]
+        except KeyError:
+            bin_ = (size - 1).bit_length() if size > 1 else 0  # order_base_2
         rcaches = self.rcaches
         if rcaches is None or bin_ >= len(rcaches):
             return False
@@ -423,9 +437,10 @@ class RcacheDomain(IovaDomain):
         Returns:
             ``(pfn, source)``; ``(0, FROM_FLUSH)`` means the answer needs the flush-and-retry (not predicted here).
         """
-        if size < self._round_below:
-            size = 1 << ((size - 1).bit_length()) if size > 1 else 1
-        bin_ = (size - 1).bit_length() if size > 1 else 0  # order_base_2
+        try:
+            size, bin_ = self._size_class[size]
+        except KeyError:
+            size, bin_ = self._rounded(size)
         rcaches = self.rcaches
         if rcaches is not None and bin_ < len(rcaches):
             rc = rcaches[bin_]
@@ -433,6 +448,10 @@ class RcacheDomain(IovaDomain):
                 self.ensure_cpu(cpu)
             crc = rc.cpu_rcaches[cpu]
             pfns = crc.loaded.pfns
+            if pfns and pfns[-1] <= limit_pfn + 1 - size:
+                # The loaded magazine's top fits (the usual case): iova_rcache_get() will just pop it.
+                self.predicted_top = pfns
+                return pfns[-1], HIT_LOADED
             if pfns:
                 source = HIT_LOADED
             elif crc.prev.pfns:
@@ -441,16 +460,12 @@ class RcacheDomain(IovaDomain):
                 pfns, source = rc.depot[-1].pfns, HIT_DEPOT
             else:
                 source = 0
+            self.predicted_top = None
             if source:
                 limit = limit_pfn + 1 - size
-                if pfns[-1] <= limit:
-                    # The top fits (the usual case): iova_rcache_get() will just pop it.
-                    self.predicted_top = pfns if source == HIT_LOADED else None
-                    return pfns[-1], source
                 # iova_magazine_pop()'s choice: from the top, the first pfn <= limit
-                for i in range(len(pfns) - 2, -1, -1):
+                for i in range(len(pfns) - 1, -1, -1):
                     if pfns[i] <= limit:
-                        self.predicted_top = None
                         return pfns[i], source
         self.predicted_top = None
         pfn = self.search(size, limit_pfn + 1, True)
