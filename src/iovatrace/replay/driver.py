@@ -701,11 +701,12 @@ class ReplayDriver:
             if st.taint_left > 0 or recon:
                 if st.taint_left > 0:
                     st.taint_left -= 1
-                    # Evidence of re-synchronisation: a run of matches ends the taint early.
-                    st.resync_run = st.resync_run + 1 if matched else 0
-                    if RESYNC_RUN and st.resync_run >= RESYNC_RUN:
-                        st.taint_left = 0
-                        st.resync_run = 0
+                    if RESYNC_RUN:
+                        # Evidence of re-synchronisation: a run of matches ends the taint early.
+                        st.resync_run = st.resync_run + 1 if matched else 0
+                        if st.resync_run >= RESYNC_RUN:
+                            st.taint_left = 0
+                            st.resync_run = 0
                 st.pred_uncertain += 1
                 if matched:
                     st.uncertain_match += 1
