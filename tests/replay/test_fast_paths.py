@@ -183,3 +183,56 @@ def test_plain_loop_equals_general_loop(shared_data: Path, name: str) -> None:
         expected = _result(profile, ncpus, available, events, True, **kw)
         assert _result(profile, ncpus, available, events, False, **kw) == expected, kw
         assert _result(profile, ncpus, available, iter(events), False, **kw) == expected, kw
+
+
+# ------------------------------------------------------------------------------------------- the walk's numpy copy
+
+_TREE_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("alloc"), st.sampled_from([1, 1, 1, 2, 3, 4, 8, 16, 33]),
+                  st.sampled_from([0x3ff, 0x7ff, 0xfffff, 0xffffffff]), st.booleans()),
+        st.tuples(st.just("free"), st.integers(0, 10_000), st.just(0), st.just(False)),
+        st.tuples(st.just("reserve"), st.integers(0, 0x7ff), st.integers(0, 8), st.just(False)),
+        st.tuples(st.just("put"), st.just(0), st.just(0), st.just(False)),
+    ),
+    min_size=50, max_size=500,
+)
+
+
+def _tree_run(ops: list[tuple[str, int, int, bool]], py_steps: int, mirror_after: int, check: bool) -> Any:
+    import iovatrace.replay.iova as iova_mod
+    from iovatrace.replay.iova import IovaDomain
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(iova_mod, "_PY_STEPS", py_steps)
+        mp.setattr(iova_mod, "_MIRROR_AFTER", mirror_after)
+        mp.setattr(iova_mod, "_MIRROR_LOG", 40)  # dropped and rebuilt now and then, too
+        dom = IovaDomain(4096, 1)
+        results: list[Any] = []
+        live: list[int] = []
+        for kind, a, b, aligned in ops:
+            if kind == "alloc":
+                pfn = dom.alloc_iova(a, b, aligned)
+                results.append(pfn)
+                if pfn is not None:
+                    live.append(pfn)
+            elif kind == "free" and live:
+                dom.free_iova(live.pop(a % len(live)))
+            elif kind == "reserve":
+                results.append(dom.reserve_iova(a, a + b))
+            elif kind == "put":
+                dom.put_iova_domain()
+                live.clear()
+            if check and dom._mirror is not None:
+                nodes = dom._nodes_np()
+                assert nodes is not None
+                assert list(zip(nodes[0].tolist(), nodes[1].tolist())) == list(dom.iter_nodes())
+        return results, list(dom.iter_nodes())
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_TREE_OPS)
+def test_walk_over_numpy_copy_equals_python_walk(ops: list[tuple[str, int, int, bool]]) -> None:
+    expected = _tree_run(ops, 10**9, 10**9, False)  # the plain Python walk
+    assert _tree_run(ops, 0, 0, True) == expected  # every numpy scan over the (updated) copy
+    assert _tree_run(ops, 0, 10**9, False) == expected  # chunk by chunk, never the copy

@@ -8,7 +8,9 @@ failure sets ``max32_alloc_size`` so that later 32-bit requests of that size fai
 
 Speed without changing a result: the last search of each domain is memoised on the tree's generation and every
 input of the walk (the driver predicts at entry and commits at return), and a walk longer than a few dozen nodes
-evaluates the same stop rule over chunks of nodes in numpy (:meth:`IovaDomain._scan_down`).
+evaluates the same stop rule over chunks of nodes in numpy (:meth:`IovaDomain._scan_down`); past a few hundred nodes,
+over a numpy copy of the whole tree that is brought up to date from a log of the inserts and erases since the last
+long walk (:meth:`IovaDomain._nodes_np`), instead of converting nodes again.
 
 Here the tree is a :class:`sortedcontainers.SortedList` of ``pfn_lo`` plus a dict ``pfn_lo → pfn_hi``; a node is
 named by its ``pfn_lo`` (unique while it is in the tree), so ``cached_node`` is a pfn and ``rb_prev``/``rb_next``
@@ -53,6 +55,10 @@ FREE_RESERVED = 3  #: the node is a reserve_iova() range
 _PY_STEPS = 32
 #: Bounds below which the numpy walk's int64 arithmetic is exact.
 _I64_SAFE = 1 << 62
+#: Nodes a walk's numpy scan converts chunk by chunk before it takes the whole tree's numpy copy instead.
+_MIRROR_AFTER = 64 + 256
+#: Tree changes kept for the numpy copy; beyond them it is dropped (and rebuilt at the next long walk).
+_MIRROR_LOG = 4096
 
 
 def fls_long(x: int) -> int:
@@ -89,6 +95,7 @@ class IovaDomain:
     __slots__ = (
         "iovad", "granule", "shift", "start_pfn", "dma_32bit_pfn", "max32_alloc_size",
         "cached_node", "cached32_node", "second_pass", "_lo", "_hi", "reserved", "_released", "_gen", "_memo",
+        "_mirror", "_mirror_log",
     )
 
     def __init__(self, granule: int = 4096, start_pfn: int = 1, *, second_pass: str = "find_limit",
@@ -113,6 +120,10 @@ class IovaDomain:
         # at entry and commits it at return, so the same search usually runs twice on an unchanged tree.
         self._gen = 0
         self._memo: tuple | None = None
+        # numpy copy of the nodes for long walks (_scan_down): (pfn_lo array, pfn_hi array), anchor excluded, with
+        # the inserts ``(lo, hi)`` and erases ``(lo, None)`` made since, applied at the next long walk.
+        self._mirror: tuple | None = None
+        self._mirror_log: list[tuple[int, int | None]] = []
 
     # ----------------------------------------------------------------------------------------------- lookup
 
@@ -252,7 +263,14 @@ class IovaDomain:
         mask = align_mask - (1 << 64) if align_mask >= 1 << 63 else align_mask
         c = lo_list.bisect_left(curr)  # index of curr (a node of the tree)
         chunk = 64
+        top = c
         while True:
+            if top - c >= _MIRROR_AFTER and curr < _I64_SAFE:
+                # A long scan: go on over the whole tree's numpy copy (kept up to date between long walks)
+                # instead of converting chunk after chunk.
+                nodes = self._nodes_np()
+                if nodes is not None:
+                    return self._scan_mirror(nodes, c, size, mask, low)
             s = c - chunk if c > chunk else 0
             los_l = lo_list[s:c + 1]
             his_l = list(map(hi_get, los_l[:-1]))
@@ -279,6 +297,63 @@ class IovaDomain:
                 return los_l[0]
             c = s
             chunk *= 4
+
+    def _nodes_np(self) -> tuple | None:
+        """``(pfn_lo, pfn_hi)`` int64 arrays of every node but the anchor, in address order (the numpy copy, made
+        or brought up to date from the change log); ``None`` when a node does not fit in int64."""
+        import numpy as np
+
+        m = self._mirror
+        log = self._mirror_log
+        try:
+            if m is None:
+                los_l = list(self._lo)[:-1]  # the anchor is last
+                los = np.array(los_l, dtype=np.int64)
+                his = np.array(list(map(self._hi.__getitem__, los_l)), dtype=np.int64)
+            elif log:
+                final: dict[int, int | None] = {}
+                for lo, hi in log:  # the last change of each pfn_lo decides whether it is in the tree now
+                    final[lo] = hi
+                los, his = m
+                touched = sorted(final)
+                keys = np.array(touched, dtype=np.int64)
+                pos = np.searchsorted(los, keys)
+                there = pos < len(los)
+                there[there] = los[pos[there]] == keys[there]
+                drop = pos[there]
+                los, his = np.delete(los, drop), np.delete(his, drop)
+                added = [lo for lo in touched if final[lo] is not None]
+                new_lo = np.array(added, dtype=np.int64)
+                new_hi = np.array([final[lo] for lo in added], dtype=np.int64)
+                at = np.searchsorted(los, new_lo)
+                los, his = np.insert(los, at, new_lo), np.insert(his, at, new_hi)
+            else:
+                return m
+        except OverflowError:  # a node beyond 63 bits (damaged trace): no numpy copy
+            self._mirror = None
+            log.clear()
+            return None
+        log.clear()
+        self._mirror = (los, his)
+        return self._mirror
+
+    @staticmethod
+    def _scan_mirror(nodes: tuple, c: int, size: int, mask: int, low: int) -> int:
+        """:meth:`_scan_down`'s rule over the numpy copy, from node index ``c`` downwards (chunks of 4096)."""
+        import numpy as np
+
+        los, his = nodes
+        while True:
+            s = c - 4096 if c > 4096 else 0
+            a = los[s + 1:c + 1]
+            new = (a - size) & mask
+            brk = (a < size) | (new > his[s:c]) | (new < low)
+            hit = np.flatnonzero(brk)
+            if hit.size:
+                return int(los[s + int(hit[-1]) + 1])
+            if s == 0:
+                return int(los[0])
+            c = s
 
     def alloc_iova(self, size: int, limit_pfn: int, size_aligned: bool = True) -> int | None:
         """alloc_iova(): allocate ``size`` pages at or below ``limit_pfn`` (inclusive).
@@ -310,6 +385,15 @@ class IovaDomain:
         self._lo.add(lo)
         self._hi[lo] = hi
         self._released.discard(lo)
+        if self._mirror is not None:
+            self._log_change(lo, hi)
+
+    def _log_change(self, lo: int, hi: int | None) -> None:
+        log = self._mirror_log
+        log.append((lo, hi))
+        if len(log) > _MIRROR_LOG:
+            self._mirror = None
+            log.clear()
 
     def insert_known(self, pfn_lo: int, pfn_hi: int) -> bool:
         """Insert a node learned from the trace (prior state), with no cached-node update.
@@ -344,6 +428,8 @@ class IovaDomain:
         del self._hi[pfn_lo]
         self.reserved.discard(pfn_lo)
         self._released.add(pfn_lo)
+        if self._mirror is not None:
+            self._log_change(pfn_lo, None)
 
     def free_iova(self, pfn: int) -> int:
         """free_iova(): remove the node containing pfn; silently nothing if there is none.
@@ -399,6 +485,9 @@ class IovaDomain:
         self._lo.remove(old_lo)
         self._lo.add(new_lo)
         self._hi[new_lo] = hi
+        if self._mirror is not None:
+            self._log_change(old_lo, None)
+            self._log_change(new_lo, hi)
         for attr in ("cached_node", "cached32_node"):
             if getattr(self, attr) == old_lo:
                 setattr(self, attr, new_lo)
@@ -418,6 +507,8 @@ class IovaDomain:
         self._gen += 1
         self._lo = SortedList([IOVA_ANCHOR])
         self._hi = {IOVA_ANCHOR: IOVA_ANCHOR}
+        self._mirror = None
+        self._mirror_log.clear()
         self.cached_node = self.cached32_node = IOVA_ANCHOR
         self.reserved.clear()
         self._released.clear()
