@@ -108,10 +108,29 @@ def test_indexed_counts_and_realloc_match_a_scan(steps: list[tuple[str, int, int
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gaps, "RING_LIMIT", ring_limit)
         mp.setattr(gaps, "STRICT_MIN", 1)
-        _tracker_steps(steps)
+        plain = _tracker_steps(steps, False)
+        assert _tracker_steps(steps, True) == plain  # unmap_event, the driver's route, does what unmap() does
 
 
-def _tracker_steps(steps: list[tuple[str, int, int, int]]) -> None:
+class _Ev:
+    """An iommu:unmap event as UnmapTracker.unmap_event reads it."""
+
+    def __init__(self, cpu: int, pfn: int, pages: int, ts: int) -> None:
+        self.cpu = cpu
+        self.ts_ns = ts
+        self.fields = {"iova": pfn << 12, "size": pages * 4096 - 5}
+
+
+def _state(um: UnmapTracker) -> Any:
+    def entry(e: Any) -> Any:
+        return None if e is None else (e.pfn, e.pages, e.owner, e.ts, e.open, e.seq)
+    rings = {k: ([entry(e) for e in r.q], {p: entry(e) for p, e in r.index.items()}, r.seq)
+             for k, r in um.rings.items()}
+    return (rings, dict(um.indexed), {c: entry(e) for c, e in um.last_unmap.items()}, dict(um.next_owner),
+            dict(um.strict_evidence), set(um.lazy))
+
+
+def _tracker_steps(steps: list[tuple[str, int, int, int]], by_event: bool) -> Any:
     owners = ["dom-a", "dom-b", None]
     um = UnmapTracker()
     um.dev_owner.update({"dev-a": "dom-a", "dev-b": "dom-b"})
@@ -122,7 +141,10 @@ def _tracker_steps(steps: list[tuple[str, int, int, int]]) -> None:
         if op == "announce":
             um.announce(cpu, ["dev-a", "dev-b", "dev-x"][who])
         elif op == "unmap":
-            um.unmap(cpu, pfn, 1, ts)
+            if by_event:
+                um.unmap_event(_Ev(cpu, pfn, 1 + who, ts), ("iova", "size"))
+            else:
+                um.unmap(cpu, pfn, 1 + who, ts)
         elif op == "free":
             um.free(owner, cpu, pfn, ts)
         elif op == "alloc" and owner is not None:
@@ -141,6 +163,7 @@ def _tracker_steps(steps: list[tuple[str, int, int, int]]) -> None:
             um.dev_owner.update({"dev-a": "dom-a", "dev-b": "dom-b"})
         assert um.indexed == dict(_recount(um))
         assert all(um.unknown_ring[c] is r for (o, c), r in um.rings.items() if o is None)
+    return _state(um)
 
 
 # ------------------------------------------------------------------------------------------- the driver's loop

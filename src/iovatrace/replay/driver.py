@@ -211,6 +211,9 @@ class ReplayDriver:
             h = getattr(self, "_on_" + (op[2:] + "_" if op.startswith("__") else op), None)
             if h is not None:
                 self._dispatch[spec.event] = (h, spec.fields)
+        if not VERIFY_UNMAP_OWNER:  # _on_iommu_unmap would only pass the event on to the tracker
+            unmap = self.map.by_op["iommu_unmap"]
+            self._dispatch[unmap.event] = (self.unmaps.unmap_event, unmap.fields)
 
     # ------------------------------------------------------------------------------------------------ API
 
