@@ -829,9 +829,10 @@ _MAGAZINE_CACHE = "iommu_iova_magazine"
 
 
 def prefilter_replay_batch(key: str, batch: Any) -> Any:
-    """Drop rows the IOVA replay ignores from one event table or batch, before any per-event Python:
-    kmem_cache_free of caches other than ``iommu_iova_magazine`` (the 6.12 lab filters allocations by size,
-    frees only by call site).
+    """Drop what the IOVA replay ignores from one event table or batch, before any per-event Python:
+    kmem_cache_free rows of caches other than ``iommu_iova_magazine`` (the 6.12 lab filters allocations by size,
+    frees only by call site), and the probe bookkeeping columns (``__probe_ip``, ``__probe_func``,
+    ``__probe_ret_ip``: no model reads them, and each would cost a Python value per event).
 
     Args:
         key: the batch's ``"system:name"``.
@@ -840,11 +841,17 @@ def prefilter_replay_batch(key: str, batch: Any) -> Any:
     Returns:
         ``batch``, filtered (the same object when nothing applies).
     """
-    if key == "kmem:kmem_cache_free" and "name" in batch.schema.names:
+    names = batch.schema.names
+    if any(n.startswith(_PROBE_PREFIX) for n in names):
+        batch = batch.select([n for n in names if not n.startswith(_PROBE_PREFIX)])
+    if key == "kmem:kmem_cache_free" and "name" in names:
         import pyarrow.compute as pc
 
         return batch.filter(pc.equal(batch.column("name"), _MAGAZINE_CACHE))
     return batch
+
+
+_PROBE_PREFIX = "__probe_"
 
 
 def prefilter_replay_tables(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:

@@ -221,3 +221,21 @@ def test_bulk_built_events_are_frozen_dataclasses() -> None:
     assert dataclasses.is_dataclass(ev)
     with pytest.raises(dataclasses.FrozenInstanceError):
         ev.pid = 1  # type: ignore[misc]
+
+
+def test_prefilter_drops_probe_columns_and_nothing_else(shared_data) -> None:
+    """The replay's Arrow prefilter removes the probe bookkeeping columns (no model reads them) and keeps every
+    other column and row; kmem_cache_free keeps only the magazine cache's rows."""
+    from iovatrace.parsers import open_trace
+
+    tr = open_trace(shared_data / "traces-lab" / "lazy_v7" / "trace.dat")
+    tables = tr.read_tables(["iova:alloc_iova_fast", "iova:alloc_iova_fast_ret", "iommu:map"])
+    for key, t in tables.items():
+        got = schema.prefilter_replay_batch(key, t)
+        kept = [n for n in t.schema.names if not n.startswith("__probe_")]
+        assert got.schema.names == kept, key
+        assert got.equals(t.select(kept)), key
+    assert "__probe_ip" in tables["iova:alloc_iova_fast"].schema.names  # the case is exercised
+    ev = next(e for e in open_event_stream(tr, ["iova:alloc_iova_fast"])[0])
+    assert not any(k.startswith("__probe_") for k in ev.fields)
+    assert {"iovad", "size", "limit_pfn"} <= set(ev.fields)
