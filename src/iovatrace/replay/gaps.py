@@ -203,35 +203,9 @@ class UnmapTracker:
 
     def unmap_event(self, ev: Any, k: tuple[str, ...]) -> None:
         """:meth:`unmap` of an ``iommu:unmap`` event (``k``: its iova and size field names) in the domain announced
-        on its CPU. The replay driver dispatches the event here directly: the same steps as :meth:`unmap` (keep the
-        two in step), one call less on one event in ten."""
+        on its CPU; the replay driver dispatches the event here directly."""
         f = ev.fields
-        cpu = ev.cpu
-        pfn = f[k[0]] >> 12
-        owner = self.next_owner.pop(cpu, None)
-        r = self.rings.get((owner, cpu))
-        if r is None:
-            r = self._ring(owner, cpu)
-        r.seq = seq = r.seq + 1
-        e = _new_entry(_Entry)
-        e.pfn = pfn
-        e.pages = (f[k[1]] + 4095) >> 12
-        e.owner = owner
-        e.ts = ev.ts_ns
-        e.open = True
-        e.seq = seq
-        q = r.q
-        q.append(e)
-        index = r.index
-        if pfn not in index:  # _Ring.put, inline
-            counts = self.indexed
-            counts[pfn] = counts.get(pfn, 0) + 1
-        index[pfn] = e
-        if len(q) > RING_LIMIT:
-            old = q.popleft()
-            if index.get(old.pfn) is old:
-                r.drop(old.pfn)
-        self.last_unmap[cpu] = e
+        self.unmap(ev.cpu, f[k[0]] >> 12, (f[k[1]] + 4095) >> 12, ev.ts_ns)
 
     def attribute(self, cpu: int, dev: Any, pfn: int) -> Any:
         """``dma:dma_unmap_page`` (after the unmap): the entry of pfn on cpu belongs to dev's owner.
@@ -300,15 +274,9 @@ class UnmapTracker:
         q = r.q
         if q[0] is e:
             # The usual case: e is the ring's oldest entry, nothing ahead of it was lost (close_upto without
-            # the generator). r.index[pfn] is e: _Ring.drop, inline.
+            # the generator); r.index[pfn] is e.
             q.popleft()
-            del r.index[pfn]
-            counts = self.indexed
-            c = counts[pfn]
-            if c == 1:
-                del counts[pfn]
-            else:
-                counts[pfn] = c - 1
+            r.drop(pfn)
             e.open = False
             return []
         return list(r.close_upto(e))
