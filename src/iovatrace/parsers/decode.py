@@ -277,11 +277,13 @@ def np_to_arrow(col: np.ndarray, atype: Any = None) -> Any:
     """
     import pyarrow as pa
 
+    # bools are bit-packed in Arrow, other kinds need converting: pa.array does it
+    if col.dtype.kind not in "iuf" or not col.flags.c_contiguous or not col.dtype.isnative:
+        return pa.array(col, type=atype)
     t = _PA_TYPES.get(col.dtype)
     if t is None:
-        t = _PA_TYPES[col.dtype] = pa.from_numpy_dtype(col.dtype) if col.dtype.kind in "iufb" else False
-    if (atype is not None and atype != t) or col.dtype.kind not in "iuf" or not col.flags.c_contiguous \
-            or not col.dtype.isnative:  # bools are bit-packed in Arrow: pa.array converts them
+        t = _PA_TYPES[col.dtype] = pa.from_numpy_dtype(col.dtype)
+    if atype is not None and atype != t:
         return pa.array(col, type=atype)
     return pa.Array.from_buffers(t, col.size, [None, pa.py_buffer(col)])
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -164,21 +163,10 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
 
     def flush() -> PageBlock:
         nonlocal pending, pending_pages
-        n = pending_pages
-        buf = _buffer(n * ps + PAD, pool)
-        buf[n * ps:] = 0
-        offs = np.empty(n, dtype=np.int64)
-        valid = np.full(n, ps, dtype=np.int64)
-        at = 0
-        for data, coff in pending:
-            k = -(-len(data) // ps)
-            buf[at * ps: at * ps + len(data)] = np.frombuffer(data, dtype=np.uint8)
-            offs[at: at + k] = coff
-            if len(data) % ps:
-                valid[at + k - 1] = len(data) % ps
-                buf[at * ps + len(data): (at + k) * ps] = 0
-            at += k
-        blk = PageBlock(buf, n, ps, offs, valid, first_page, True)
+        buf, at, offs, valid = _block_layout([len(d) for d, _ in pending], [c for _, c in pending], ps, pool)
+        for (data, _), a in zip(pending, at.tolist()):
+            buf[a: a + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        blk = PageBlock(buf, pending_pages, ps, offs, valid, first_page, True)
         pending, pending_pages = [], 0
         return blk
 
@@ -219,30 +207,14 @@ def _iter_chunked(fd: int, filesize: int, cd: CpuData, meta: TraceMeta, ps: int,
             src = iter([stop])
             break
 
-    # Chunks decompress in a small pool, a window ahead, and are taken back in order.
-    workers = _pool()
-    window: deque[tuple[tuple[Any, ...], Any]] = deque()
-    done = False
-    while not done or window:
-        while not done and len(window) < _WINDOW:
-            job = next(src, None)
-            if job is None:
-                done = True
-                break
-            fut = workers.submit(_try_decompress, meta.compression, job[4], job[3], path, endian, job[2]) \
-                if job[0] == "chunk" else None
-            window.append((job, fut))
-            if job[0] == "stop":
-                done = True
-        if not window:
-            break
-        job, fut = window.popleft()
+    # Chunk by chunk, after a failure (rare: damaged files only), so every loss is reported where it happened.
+    for job in src:
         if job[0] == "stop":
             _, at, msg, nlost, expected = job
             _damage(sink, strict, path, at, msg, cd.cpu, buffer, expected, chunks_lost=nlost)
             break
-        _, i, at, usize, _ = job
-        data, exc = fut.result()
+        _, i, at, usize, comp = job
+        data, exc = _try_decompress(meta.compression, comp, usize, path, endian, at)
         if exc is not None:
             if strict:
                 raise exc
@@ -281,30 +253,40 @@ def _take_block(src: Iterator[tuple[Any, ...]], ps: int, block_pages: int
     return batch, None
 
 
-def _decompress_block(batch: list[tuple[Any, ...]], ps: int, alg: str, path: str, endian: str,
-                      pool: list[np.ndarray] | None) -> PageBlock | None:
-    """Decompress ``batch``'s chunks into one block (half here, half on the pool); ``None`` if any chunk fails."""
-    usizes = np.array([j[3] for j in batch], dtype=np.int64)
+def _block_layout(sizes: list[int], coffs: list[int], ps: int, pool: list[np.ndarray] | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A block buffer for chunks of these decompressed ``sizes`` (file offsets ``coffs``), each starting on a page.
+
+    Returns ``(buf, at, offs, valid)``: the buffer, zeroed past each chunk's data (rest of its last page, and
+    :data:`PAD` at the end); each chunk's byte position in it; per page, its chunk's offset and bytes present.
+    """
+    usizes = np.array(sizes, dtype=np.int64)
     kpages = -(-usizes // ps)
     n = int(kpages.sum())
-    at = np.zeros(len(batch) + 1, dtype=np.int64)
+    at = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(kpages, out=at[1:])
     at *= ps
     buf = _buffer(n * ps + PAD, pool)
     buf[n * ps:] = 0
-    offs = np.repeat(np.array([j[2] for j in batch], dtype=np.int64), kpages)
+    offs = np.repeat(np.array(coffs, dtype=np.int64), kpages)
     valid = np.full(n, ps, dtype=np.int64)
     part = usizes % ps
     for i in np.flatnonzero(part).tolist():  # a chunk ending inside a page: the rest of that page is zero
         valid[at[i + 1] // ps - 1] = part[i]
         buf[at[i] + usizes[i]: at[i + 1]] = 0
+    return buf, at[:-1], offs, valid
+
+
+def _decompress_block(batch: list[tuple[Any, ...]], ps: int, alg: str, path: str, endian: str,
+                      pool: list[np.ndarray] | None) -> PageBlock | None:
+    """Decompress ``batch``'s chunks into one block (half here, half on the pool); ``None`` if any chunk fails."""
+    buf, at, offs, valid = _block_layout([j[3] for j in batch], [j[2] for j in batch], ps, pool)
 
     def run(lo: int, hi: int) -> bool:
         for i in range(lo, hi):
             _, _, coff, usize, comp = batch[i]
-            try:
-                out = decompress(alg, comp, usize, Cursor(b"", path, endian, 0, coff))
-            except TraceFormatError:
+            out, exc = _try_decompress(alg, comp, usize, path, endian, coff)
+            if exc is not None:
                 return False
             buf[at[i]: at[i] + usize] = np.frombuffer(out, dtype=np.uint8)
         return True
@@ -314,11 +296,9 @@ def _decompress_block(batch: list[tuple[Any, ...]], ps: int, alg: str, path: str
     ok = run(0, mid)
     if not (half.result() and ok):
         return None
-    return PageBlock(buf, n, ps, offs, valid, 0, True)
+    return PageBlock(buf, valid.size, ps, offs, valid, 0, True)
 
 
-#: Compressed chunks decompressed ahead of the one being copied into its block (chunk-by-chunk path).
-_WINDOW = 16
 _POOL: list[Any] = []
 
 

@@ -525,7 +525,7 @@ class TraceDat:
                 del payload[-3:]
                 key = fmt.key if not rb.buffer else f"{rb.buffer}/{fmt.key}"
                 cols = [
-                    np_to_arrow(self._ts_ns(raw_ts).astype(np.uint64, copy=False)),
+                    np_to_arrow(self._ts_ns(raw_ts)),
                     np_to_arrow(np.full(n, rb.cpu, dtype=np.uint32)),
                     np_to_arrow(np.add(grp, np.uint64(rb.seq0), dtype=np.uint64, casting="unsafe")),
                     np_to_arrow(pid),
