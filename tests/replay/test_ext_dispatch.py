@@ -1,9 +1,9 @@
 """The extension models' per-name dispatch (routes, memos) decides exactly what the name-string rules decide.
 
 ``IommuLayer.step`` and ``IommuExtension.step`` look every decision that depends only on the event name up in a
-memoised route, and the extension inlines the layer's per-event body. These tests hold both to the plain rules
-(an oracle written the way the model used to decide per event) and to each other, on hand-built sequences and on
-a lab trace.
+memoised route, and the extension runs the layer's per-event body after its own checks. These tests hold both to
+the plain rules (an oracle written the way the model used to decide per event) and to each other, on hand-built
+sequences and on a lab trace.
 """
 
 from __future__ import annotations
